@@ -44,7 +44,7 @@ SAMPLES = pa.schema(
         _f("completion", pa.string(), "The generated solution text (special tokens stripped)."),
         _f("token_ids", pa.list_(pa.int32()), "Token ids of the completion as generated (EOS excluded)."),
         _f("num_tokens", pa.int32(), "Number of generated tokens (length of `token_ids`)."),
-        _f("finish_reason", pa.string(), "`stop` (EOS or a stop string) or `length` (hit max_new_tokens)."),
+        _f("finish_reason", pa.string(), "`stop` (EOS or a stop string), `length` (hit max_new_tokens) or `prompt_too_long` (prompt left no room in the context: nothing generated, counted wrong)."),
         _f("pred_answer", pa.string(), "Answer extracted by the task adapter; null when none was found.", nullable=True),
         _f("gold_answer", pa.string(), "The problem's gold answer."),
         _f("correct", pa.bool_(), "Whether `pred_answer` is equivalent to `gold_answer` (task adapter check)."),

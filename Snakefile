@@ -1,0 +1,27 @@
+# RLMEC pipeline. Run `snakemake --cores all` (embedded demo, config/config.yaml); see README.md.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+# Unknown keys and wrong types stop here, before any job runs; defaults come from the schema.
+validate(config, "config/schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/policy.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_targets(),
+
+
+onsuccess:
+    print_summary()

@@ -1,0 +1,122 @@
+"""Stage ``data``: build the problem tables ``{train,validation,test}.parquet`` of a task.
+
+The demo task (adapter ``arith``) is generated from ``task.synth`` with the run's seed; real tasks are
+read from the files named in ``task.source`` by their adapter. A missing validation file is carved out
+of train (``task.validation_fraction``, seeded). Every table is checked (unique ids, non-empty question
+and answer) and written atomically with the ``PROBLEMS`` schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from rlmec_core.errors import ConfigError, DataError
+from rlmec_core.io import read_parquet, write_json_atomic, write_parquet
+from rlmec_core.schemas import PROBLEMS
+from rlmec_core.tasks import Problem, get_adapter
+from rlmec_core.tasks.arith import ArithSpec, generate_problems, generate_splits
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+
+
+def arith_spec(synth: Mapping[str, Any]) -> ArithSpec:
+    """The generator spec from config ``task.synth`` (split sizes are not part of it)."""
+    keys = ("min_steps", "max_steps", "operand_min", "operand_max", "mul_max", "max_value")
+    kwargs: dict[str, Any] = {k: synth[k] for k in keys if k in synth}
+    if "operators" in synth:
+        kwargs["operators"] = tuple(synth["operators"])
+    try:
+        return ArithSpec(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"task.synth: {exc}") from exc
+
+
+def synthesize(n: int, seed: int, synth: Mapping[str, Any], *, split: str = "test", prefix: str = "arith") -> list[Problem]:
+    """``n`` demo problems for any seed (the ``rlmec data synth`` command)."""
+    return generate_problems(n, seed, arith_spec(synth), split=split, prefix=prefix)
+
+
+def validate_problems(problems: list[Problem], where: str) -> None:
+    """Raise ``DataError`` naming ``where`` and the row for empty fields or duplicate ids."""
+    if not problems:
+        raise DataError(f"{where}: no problems")
+    seen: dict[str, int] = {}
+    for i, p in enumerate(problems):
+        for name in ("id", "question", "answer", "reference_solution"):
+            if not getattr(p, name).strip():
+                raise DataError(f"{where}: row {i} (id {p.id!r}) has an empty {name}")
+        if p.id in seen:
+            raise DataError(f"{where}: duplicate id {p.id!r} in rows {seen[p.id]} and {i}")
+        seen[p.id] = i
+
+
+def problems_table(problems: list[Problem]) -> pa.Table:
+    return pa.Table.from_pylist([p.as_row() for p in problems], schema=PROBLEMS)
+
+
+def load_problems(path: str | Path) -> list[Problem]:
+    """Read a problem table written by this stage (schema-checked)."""
+    table = read_parquet(path, PROBLEMS)
+    return [Problem(**row) for row in table.to_pylist()]
+
+
+def build_splits(task: Mapping[str, Any], seed: int) -> dict[str, list[Problem]]:
+    """The three splits for config ``task`` (see the module docstring)."""
+    adapter_name = task["adapter"]
+    name = task["name"]
+    if adapter_name == "arith":
+        synth = task["synth"]
+        spec = arith_spec(synth)
+        sizes = {"test": synth["n_test"], "validation": synth["n_validation"], "train": synth["n_train"]}
+        try:
+            return generate_splits(sizes, seed, spec, prefix=name)
+        except ValueError as exc:
+            raise ConfigError(f"task.synth: {exc}") from exc
+
+    adapter = get_adapter(adapter_name, task.get("prompt_template"))
+    source = task.get("source") or {}
+    splits: dict[str, list[Problem]] = {}
+    for split in SPLITS:
+        path = source.get(split)
+        if path:
+            splits[split] = adapter.load_source(path, split=split)
+    for split in ("train", "test"):
+        if split not in splits:
+            raise ConfigError(f"task.source.{split}: a {adapter_name} task needs a {split} file")
+    if "validation" not in splits:
+        frac = task["validation_fraction"]
+        train = list(splits["train"])
+        random.Random(seed).shuffle(train)
+        n_val = max(1, int(round(frac * len(train))))
+        if n_val >= len(train):
+            raise ConfigError(f"task.validation_fraction={frac} leaves no training problems ({len(train)} rows)")
+        splits["validation"], splits["train"] = train[:n_val], train[n_val:]
+        log.info("carved %d validation problems out of %d training problems", n_val, len(train))
+    return splits
+
+
+def run_data(task: Mapping[str, Any], seed: int, outputs: Mapping[str, str | Path], stats_path: str | Path) -> dict[str, Any]:
+    """Build, check and write the splits; return (and write) per-split statistics."""
+    splits = build_splits(task, seed)
+    stats: dict[str, Any] = {"task": task["name"], "adapter": task["adapter"], "seed": seed, "splits": {}}
+    for split in SPLITS:
+        problems = splits[split]
+        validate_problems(problems, f"{task['name']}/{split}")
+        write_parquet(problems_table(problems), outputs[split], PROBLEMS)
+        n_steps = [len(p.reference_solution.splitlines()) for p in problems]
+        stats["splits"][split] = {
+            "problems": len(problems),
+            "mean_solution_lines": sum(n_steps) / len(n_steps),
+            "path": str(outputs[split]),
+        }
+        log.info("%s: %d problems -> %s", split, len(problems), outputs[split])
+    write_json_atomic(stats_path, stats)
+    return stats

@@ -1,0 +1,70 @@
+"""Stage ``evaluate``: greedy-decode a split with a policy, judge every answer, and write per-problem
+predictions (``SAMPLES`` schema) plus a metrics JSON with accuracy and its confidence interval."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from rlmec_core.io import write_json_atomic, write_parquet
+from rlmec_core.metrics import accuracy
+from rlmec_core.sampling import PROMPT_TOO_LONG, EngineSettings, SampleSettings, tokens_per_second
+from rlmec_core.schemas import SAMPLES
+from rlmec_core.stages.data import load_problems
+from rlmec_core.stages.sample import draw_samples
+from rlmec_core.tasks import get_adapter
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_policy(
+    model_path: str | Path,
+    data_path: str | Path,
+    predictions_path: str | Path,
+    metrics_path: str | Path,
+    *,
+    adapter_name: str,
+    prompt_template: str | None,
+    max_new_tokens: int,
+    engine: EngineSettings,
+    seed: int = 0,
+    confidence: float = 0.95,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model_path`` on the problems of ``data_path``; returns the metrics written."""
+    t0 = time.monotonic()
+    adapter = get_adapter(adapter_name, prompt_template)
+    problems = load_problems(data_path)[:limit]
+    settings = SampleSettings(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed)
+    table, result = draw_samples(model_path, problems, adapter, settings, engine)
+    write_parquet(table, predictions_path, SAMPLES)
+    correct = table.column("correct").to_pylist()
+    acc = accuracy(correct, confidence)
+    n_no_answer = table.column("pred_answer").null_count
+    reasons = table.column("finish_reason").to_pylist()
+    n_truncated = sum(r == "length" for r in reasons)
+    n_too_long = sum(r == PROMPT_TOO_LONG for r in reasons)
+    if n_too_long:
+        log.warning("%d of %d prompts did not fit the model's context with max_new_tokens=%d: counted wrong",
+                    n_too_long, len(reasons), max_new_tokens)
+    metrics = {
+        **acc.as_dict(),
+        "no_answer": n_no_answer,
+        "truncated": n_truncated,
+        "prompt_too_long": n_too_long,
+        "mean_tokens": sum(table.column("num_tokens").to_pylist()) / max(table.num_rows, 1),
+        "model": str(model_path),
+        "data": str(data_path),
+        "adapter": adapter_name,
+        "backend": result.backend,
+        "max_new_tokens": max_new_tokens,
+        "generate_seconds": result.generate_seconds,
+        "engine_load_seconds": result.load_seconds,
+        "tokens_per_s": tokens_per_second(result),
+        "wall_seconds": time.monotonic() - t0,
+    }
+    write_json_atomic(metrics_path, metrics)
+    log.info("accuracy on %s: %s", data_path, acc)
+    return metrics

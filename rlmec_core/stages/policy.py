@@ -1,0 +1,118 @@
+"""Stage ``policy`` (demo only): build a tokenizer and a tiny LLaMA model locally and SFT it on the
+training split's reference solutions, then ``save_pretrained`` (safetensors) the result.
+
+Real configs name an existing model in ``policy.model`` and skip this stage. The stage resumes from
+its last checkpoint (kept in ``checkpoint_dir``, outside the declared output) when rerun after a crash;
+the tokenizer is stored beside the checkpoints so that a resumed run uses the very same vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlmec_core.errors import DataError
+from rlmec_core.io import atomic_path
+from rlmec_core.models.tiny import TinyArch, build_tiny_llama, train_tokenizer
+from rlmec_core.stages.data import load_problems
+from rlmec_core.tasks import get_adapter
+from rlmec_core.train.loop import TrainResult, TrainSettings, train
+from rlmec_core.train.sft import SFTCollator, encode_sft_examples, sft_loss
+
+log = logging.getLogger(__name__)
+
+MODEL_CARD = "rlmec_model.json"
+
+
+def train_settings(cfg: Mapping[str, Any], seed: int) -> TrainSettings:
+    """``TrainSettings`` from a config ``train`` block (unknown keys were rejected by the schema)."""
+    kwargs = dict(cfg)
+    if "adam_betas" in kwargs:
+        kwargs["adam_betas"] = tuple(kwargs["adam_betas"])
+    return TrainSettings(seed=seed, **kwargs)
+
+
+def bootstrap_policy(
+    train_path: str | Path,
+    out_dir: str | Path,
+    *,
+    adapter_name: str,
+    prompt_template: str | None,
+    bootstrap: Mapping[str, Any],
+    seed: int,
+    checkpoint_dir: str | Path,
+    metrics_path: str | Path,
+) -> dict[str, Any]:
+    """Train the demo policy and write it to ``out_dir``; returns the model card written beside it."""
+    adapter = get_adapter(adapter_name, prompt_template)
+    problems = load_problems(train_path)
+    prompts = [adapter.format_prompt(p.question) for p in problems]
+    targets = [p.reference_solution for p in problems]
+    checkpoint_dir = Path(checkpoint_dir)
+    tok_dir = checkpoint_dir / "tokenizer"
+    max_length = bootstrap["max_length"]
+
+    if (tok_dir / "tokenizer.json").exists():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        log.info("reusing tokenizer from %s (resumed run)", tok_dir)
+    else:
+        tokenizer = train_tokenizer(prompts + targets, vocab_size=bootstrap["vocab_size"], model_max_length=max_length)
+        with atomic_path(tok_dir) as tmp:
+            tokenizer.save_pretrained(str(tmp))
+    arch = TinyArch(max_position_embeddings=max_length, **bootstrap["arch"])
+    model = build_tiny_llama(tokenizer, arch, seed=seed)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    examples, report = encode_sft_examples(tokenizer, prompts, targets, max_length=max_length)
+    if not examples:
+        raise DataError(f"{train_path}: no training example fits in max_length={max_length} tokens")
+    if report.skipped_too_long:
+        log.warning("skipped %d of %d examples longer than %d tokens", report.skipped_too_long, len(prompts), max_length)
+    settings = train_settings(bootstrap["train"], seed)
+    log.info("policy: %.2fM parameters, vocab %d, %d examples, %s", n_params / 1e6, len(tokenizer), len(examples), settings)
+
+    card: dict[str, Any] = {
+        "stage": "policy_bootstrap",
+        "kind": "tiny-llama",
+        "parameters": n_params,
+        "vocab_size": len(tokenizer),
+        "arch": asdict(arch),
+        "train": asdict(settings),
+        "train_examples": len(examples),
+        "skipped_too_long": report.skipped_too_long,
+        "train_data": str(train_path),
+        "adapter": adapter_name,
+        "prompt_template": adapter.prompt_template,
+    }
+
+    def save(unwrapped: torch.nn.Module, state_dict: dict[str, torch.Tensor], result: TrainResult) -> None:
+        card.update(asdict(result))
+        with atomic_path(out_dir) as tmp:
+            unwrapped.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp))
+            (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+
+    result = train(
+        model,
+        examples,
+        SFTCollator(tokenizer.pad_token_id),
+        sft_loss,
+        settings,
+        checkpoint_dir=checkpoint_dir,
+        metrics_path=metrics_path,
+        description="policy-sft",
+        save_fn=save,
+    )
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    log.info("policy saved to %s (%d steps, %.0f s, %.0f tokens/s)", out_dir, result.steps, result.wall_seconds,
+             result.tokens_seen / max(result.wall_seconds, 1e-9))
+    return card

@@ -1,0 +1,102 @@
+"""Stage ``sample``: draw solutions from a policy for a problem table and judge them.
+
+One row per (problem, sample index) in ``rlmec_core.schemas.SAMPLES``. The same function serves RL
+sampling (n samples, temperature, top-p) and evaluation (n = 1, greedy).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from rlmec_core.io import write_parquet
+from rlmec_core.sampling import EngineSettings, GenerationResult, SampleSettings, generate, tokens_per_second
+from rlmec_core.schemas import SAMPLES
+from rlmec_core.stages.data import load_problems
+from rlmec_core.tasks import Problem, TaskAdapter, get_adapter
+
+log = logging.getLogger(__name__)
+
+
+def samples_table(
+    problems: Sequence[Problem],
+    prompts: Sequence[str],
+    result: GenerationResult,
+    adapter: TaskAdapter,
+    settings: SampleSettings,
+) -> pa.Table:
+    """Rows of ``SAMPLES`` for every completion in ``result`` (judged by ``adapter``)."""
+    if len(result.completions) != len(problems):
+        raise ValueError(f"{len(result.completions)} completion lists for {len(problems)} problems")
+    rows: list[dict[str, Any]] = []
+    for i, (problem, prompt, comps) in enumerate(zip(problems, prompts, result.completions, strict=True)):
+        for k, comp in enumerate(comps):
+            verdict = adapter.judge(comp.text, problem.answer)
+            rows.append(
+                {
+                    "sample_id": f"{problem.id}#{k}",
+                    "problem_id": problem.id,
+                    "sample_index": k,
+                    "prompt": prompt,
+                    "completion": comp.text,
+                    "token_ids": comp.token_ids,
+                    "num_tokens": len(comp.token_ids),
+                    "finish_reason": comp.finish_reason,
+                    "pred_answer": verdict.pred_answer,
+                    "gold_answer": problem.answer,
+                    "correct": verdict.correct,
+                    "backend": result.backend,
+                    "temperature": settings.temperature,
+                    "top_p": settings.top_p,
+                    "seed": settings.seed + i,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=SAMPLES)
+
+
+def draw_samples(
+    model_path: str | Path,
+    problems: Sequence[Problem],
+    adapter: TaskAdapter,
+    settings: SampleSettings,
+    engine: EngineSettings,
+) -> tuple[pa.Table, GenerationResult]:
+    """Generate and judge; returns the ``SAMPLES`` table and the raw generation result (for timings)."""
+    prompts = [adapter.format_prompt(p.question) for p in problems]
+    result = generate(model_path, prompts, settings, engine)
+    log.info(
+        "%s: %d prompts x %d samples, %d tokens in %.1f s (%.0f tokens/s; engine load %.1f s)",
+        result.backend, len(prompts), settings.n, result.generated_tokens, result.generate_seconds,
+        tokens_per_second(result), result.load_seconds,
+    )
+    return samples_table(problems, prompts, result, adapter, settings), result
+
+
+def sample_policy(
+    model_path: str | Path,
+    data_path: str | Path,
+    out_path: str | Path,
+    *,
+    adapter_name: str,
+    prompt_template: str | None,
+    settings: SampleSettings,
+    engine: EngineSettings,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Sample ``settings.n`` solutions per problem of ``data_path`` and write them to ``out_path``."""
+    adapter = get_adapter(adapter_name, prompt_template)
+    problems = load_problems(data_path)[:limit]
+    table, result = draw_samples(model_path, problems, adapter, settings, engine)
+    write_parquet(table, out_path, SAMPLES)
+    correct = table.column("correct").to_pylist()
+    return {
+        "samples": table.num_rows,
+        "problems": len(problems),
+        "sample_accuracy": sum(correct) / max(len(correct), 1),
+        "backend": result.backend,
+        "tokens_per_s": tokens_per_second(result),
+    }

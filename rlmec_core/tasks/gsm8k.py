@@ -1,0 +1,86 @@
+"""GSM8K (Cobbe et al. 2021): grade-school math word problems with calculator-annotated rationales.
+
+Source rows are JSON lines ``{"question": ..., "answer": ...}`` whose ``answer`` is the rationale, one
+step per line with ``<<48/2=24>>`` calculator notes, ending in a line ``#### 72``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from rlmec_core.errors import DataError
+from rlmec_core.io import iter_jsonl
+from rlmec_core.tasks.answers import extract_math_answer, math_equal, parse_gold
+from rlmec_core.tasks.base import Problem, TaskAdapter
+
+_CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
+_GOLD_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+
+
+def _field(obj: dict[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        raise DataError(f"{where}: missing field {key!r}")
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def gsm8k_gold_answer(raw: str) -> str | None:
+    """The number after ``####`` with thousands separators removed (``1,450,000`` -> ``1450000``), or
+    None when it is not a plain decimal number."""
+    ans = raw.strip()
+    if _THOUSANDS.fullmatch(ans):
+        ans = ans.replace(",", "")
+    return ans if _GOLD_NUMBER.fullmatch(ans) else None
+
+
+def gsm8k_reference_solution(rationale: str, answer: str) -> str:
+    """The rationale without calculator notes, one stripped step per line, ending ``The answer is N``."""
+    steps = [line.strip() for line in _CALCULATOR_NOTE.sub("", rationale).splitlines() if line.strip()]
+    return "\n".join([*steps, f"The answer is {answer}"])
+
+
+class GSM8KTask(TaskAdapter):
+    """GSM8K: numeric answers, judged by ``math_equal``."""
+
+    name = "gsm8k"
+
+    def extract_answer(self, text: str) -> str | None:
+        return extract_math_answer(text)
+
+    def answers_match(self, pred_answer: str, gold_answer: str) -> bool:
+        return math_equal(pred_answer, gold_answer)
+
+    def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
+        """Read a GSM8K JSON Lines file; ids are ``gsm8k-{split}-{row:06d}`` (0-based row).
+
+        Raises ``DataError`` naming ``file:line`` for bad JSON, a missing or non-string field, an empty
+        question, an answer without ``####`` or one whose final answer is not a number.
+        """
+        problems: list[Problem] = []
+        for lineno, obj in iter_jsonl(path):
+            where = f"{path}:{lineno}"
+            question = _field(obj, "question", where).strip()
+            if not question:
+                raise DataError(f"{where}: empty question")
+            answer_text = _field(obj, "answer", where)
+            if "####" not in answer_text:
+                raise DataError(f"{where}: answer has no '#### <final answer>' line")
+            rationale, raw_gold = answer_text.rsplit("####", 1)
+            gold = gsm8k_gold_answer(raw_gold)
+            if gold is None or not parse_gold(gold):
+                raise DataError(f"{where}: final answer {raw_gold.strip()!r} after '####' is not a number")
+            problems.append(
+                Problem(
+                    id=f"{self.name}-{split}-{len(problems):06d}",
+                    question=question,
+                    reference_solution=gsm8k_reference_solution(rationale, gold),
+                    answer=gold,
+                    task=self.name,
+                )
+            )
+        return problems

@@ -1,0 +1,81 @@
+"""SVAMP (Patel et al. 2021): one-equation arithmetic word problems with systematic variations.
+
+The source is one JSON list of records ``{"ID", "Body", "Question", "Equation", "Answer", "Type"}``;
+``Equation`` is a bracketed expression such as ``( 76.0 - 25.0 )`` and ``Answer`` a float (``51.0``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from rlmec_core.errors import DataError
+from rlmec_core.io import read_json
+from rlmec_core.tasks.answers import extract_math_answer, math_equal
+from rlmec_core.tasks.base import Problem, TaskAdapter
+
+
+def format_number(value: float) -> str:
+    """``51.0`` -> ``51``; non-integral floats keep their shortest exact form (``0.5``)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _text(record: dict[str, Any], key: str, where: str) -> str:
+    value = record.get(key)
+    if value is None:
+        raise DataError(f"{where}: missing field {key!r}")
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+    return " ".join(value.split())
+
+
+class SVAMPTask(TaskAdapter):
+    """SVAMP: numeric answers, judged by ``math_equal``."""
+
+    name = "svamp"
+
+    def extract_answer(self, text: str) -> str | None:
+        return extract_math_answer(text)
+
+    def answers_match(self, pred_answer: str, gold_answer: str) -> bool:
+        return math_equal(pred_answer, gold_answer)
+
+    def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
+        """Read a SVAMP JSON file; ids are ``svamp-{split}-{record:06d}`` (0-based record index).
+
+        question = ``Body + " " + Question`` with whitespace collapsed; reference solution = the line
+        ``<Equation> = <Answer>`` then ``The answer is <Answer>``; answer = ``Answer`` without a trailing
+        ``.0`` when integral. Raises ``DataError`` naming the file and the record (index and ``ID``) for
+        a missing or mistyped field, an empty ``Question`` or ``Equation`` or a non-numeric answer.
+        """
+        data = read_json(path)
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON list of SVAMP records, got {type(data).__name__}")
+        problems: list[Problem] = []
+        for index, record in enumerate(data):
+            where = f"{path}: record {index}"
+            if not isinstance(record, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            where += f" (ID {record.get('ID')!r})"
+            body, asked = _text(record, "Body", where), _text(record, "Question", where)
+            if not asked:
+                raise DataError(f"{where}: empty Question")
+            question = f"{body} {asked}".strip()
+            equation = _text(record, "Equation", where)
+            if not equation:
+                raise DataError(f"{where}: empty Equation")
+            raw = record.get("Answer")
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+                raise DataError(f"{where}: Answer must be a finite number, got {raw!r}")
+            answer = format_number(raw)
+            problems.append(
+                Problem(
+                    id=f"{self.name}-{split}-{index:06d}",
+                    question=question,
+                    reference_solution=f"{equation} = {answer}\nThe answer is {answer}",
+                    answer=answer,
+                    task=self.name,
+                )
+            )
+        return problems

@@ -1,0 +1,297 @@
+"""A small, resumable training loop over `accelerate`, shared by every training stage.
+
+The loop owns what all stages have in common (seeded per-epoch order, gradient accumulation, clipping,
+cosine schedule with warm-up, mixed precision, checkpoints, a JSONL of per-step metrics, a progress
+bar); a stage supplies only ``loss_fn(model, batch) -> (loss, stats)``.
+
+Checkpoints are written under ``checkpoint_dir`` (outside the stage's declared output) every
+``checkpoint_every`` optimizer steps, atomically, keeping the newest ``keep_checkpoints``. A rerun with
+the same arguments resumes from the newest one: same batch order, no step repeated or skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+CollateFn = Callable[[list[Any]], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings (config ``<stage>.train``)."""
+
+    epochs: float = 1.0
+    lr: float = 1e-3
+    batch_size: int = 32  # per optimizer step = batch_size * grad_accum * processes
+    grad_accum: int = 1
+    warmup_ratio: float = 0.03
+    schedule: str = "cosine"  # any name transformers.get_scheduler knows: cosine, linear, constant_with_warmup
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "auto"  # auto (bf16 on a bf16-capable GPU, else fp32) | no | bf16 | fp16
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    checkpoint_every: int = 100  # optimizer steps; 0 disables mid-run checkpoints
+    keep_checkpoints: int = 1
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError(f"epochs, lr, batch_size and grad_accum must be positive: {self}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    resumed_from_step: int
+    examples_seen: int
+    tokens_seen: int
+    wall_seconds: float
+    final_loss: float
+
+
+def resolve_mixed_precision(choice: str) -> str:
+    """'auto' -> 'bf16' on a CUDA device that supports it, else 'no'."""
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+@dataclass(frozen=True)
+class _Group:
+    size: int  # micro-batches whose gradients this optimizer step accumulates
+    is_last: bool  # this micro-batch closes the group (optimizer step after it)
+
+
+def _accumulation_group(micro: int, total_micro: int, per_epoch: int, accum: int) -> _Group:
+    """Where micro-batch number ``micro`` (0-based, global) falls in its accumulation group.
+
+    Groups of ``accum`` micro-batches never straddle an epoch boundary or the end of training; the
+    last group of an epoch may be shorter (its loss is scaled by its own size).
+    """
+    epoch, idx = divmod(micro, per_epoch)
+    epoch_len = min(per_epoch, total_micro - epoch * per_epoch)
+    group_start = (idx // accum) * accum
+    size = min(accum, epoch_len - group_start)
+    return _Group(size=size, is_last=idx == group_start + size - 1)
+
+
+def count_optimizer_steps(total_micro: int, per_epoch: int, accum: int) -> int:
+    """Optimizer steps for ``total_micro`` micro-batches, grouped as ``_accumulation_group`` does."""
+    full, rest = divmod(total_micro, per_epoch)
+    return full * math.ceil(per_epoch / accum) + math.ceil(rest / accum)
+
+
+def _latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    if not checkpoint_dir.is_dir():
+        return None
+    ckpts = [p for p in checkpoint_dir.glob("step-*") if (p / "trainer_state.json").exists()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def train(
+    model: torch.nn.Module,
+    dataset: Sequence[Any],
+    collate_fn: CollateFn,
+    loss_fn: LossFn,
+    settings: TrainSettings,
+    *,
+    checkpoint_dir: str | os.PathLike[str],
+    metrics_path: str | os.PathLike[str] | None = None,
+    count_tokens: Callable[[dict[str, torch.Tensor]], int] | None = None,
+    description: str = "train",
+    save_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor], TrainResult], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``dataset``; resume from ``checkpoint_dir`` when it holds a checkpoint.
+
+    ``count_tokens(batch)`` (default: sum of ``attention_mask``) feeds the tokens/s figures.
+    ``save_fn(unwrapped_model, full_state_dict, result)`` runs once on the main process after training (the
+    state dict is gathered across processes, so it also works under DeepSpeed ZeRO-3 / FSDP).
+    Returns when ``ceil(epochs * batches_per_epoch / grad_accum)`` optimizer steps are done.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    if len(dataset) == 0:
+        raise ValueError(f"{description}: the training set is empty")
+    checkpoint_dir = Path(checkpoint_dir)
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(settings.mixed_precision))
+    set_seed(settings.seed)
+    if settings.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable()
+        if hasattr(model, "config"):
+            model.config.use_cache = False
+    count_tokens = count_tokens or (lambda b: int(b["attention_mask"].sum()))
+
+    batches_per_epoch = math.ceil(len(dataset) / (settings.batch_size * accelerator.num_processes))
+    total_micro = math.ceil(settings.epochs * batches_per_epoch)
+    total_steps = count_optimizer_steps(total_micro, batches_per_epoch, settings.grad_accum)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+        betas=settings.adam_betas,
+    )
+    scheduler = get_scheduler(
+        settings.schedule,
+        optimizer,
+        num_warmup_steps=int(round(settings.warmup_ratio * total_steps)),
+        num_training_steps=total_steps,
+    )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    step, micro_done, examples_seen, tokens_seen, elapsed_before = 0, 0, 0, 0, 0.0
+    resumed_from = 0
+    latest = _latest_checkpoint(checkpoint_dir)
+    if latest is not None:
+        accelerator.load_state(str(latest))
+        state = json.loads((latest / "trainer_state.json").read_text())
+        if state.get("total_steps") != total_steps or state.get("dataset_size") != len(dataset):
+            raise RuntimeError(
+                f"{latest}: checkpoint was made for {state.get('dataset_size')} examples / "
+                f"{state.get('total_steps')} steps, this run has {len(dataset)} / {total_steps}; "
+                f"delete {checkpoint_dir} to start over"
+            )
+        step, micro_done = state["step"], state["micro_batches"]
+        examples_seen, tokens_seen = state["examples_seen"], state["tokens_seen"]
+        elapsed_before = state.get("wall_seconds", 0.0)
+        resumed_from = step
+        accelerator.print(f"[{description}] resuming from {latest} (step {step}/{total_steps})")
+
+    metrics_file = None
+    if metrics_path is not None and accelerator.is_main_process:
+        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+        metrics_file = open(metrics_path, "a" if resumed_from else "w", encoding="utf-8")  # noqa: SIM115
+
+    def save_checkpoint() -> None:
+        tmp = checkpoint_dir / f".tmp-step-{step}"
+        final = checkpoint_dir / f"step-{step}"
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            (tmp / "trainer_state.json").write_text(
+                json.dumps(
+                    {
+                        "step": step,
+                        "micro_batches": micro_done,
+                        "examples_seen": examples_seen,
+                        "tokens_seen": tokens_seen,
+                        "total_steps": total_steps,
+                        "dataset_size": len(dataset),
+                        "wall_seconds": elapsed_before + time.monotonic() - t0,
+                        "settings": asdict(settings),
+                    }
+                )
+            )
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            old = sorted(checkpoint_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+            for p in old[: -settings.keep_checkpoints]:
+                shutil.rmtree(p, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    model.train()
+    t0 = time.monotonic()
+    last_loss = float("nan")
+    window: dict[str, float] = {}
+    window_n = 0
+    bar = tqdm(total=total_steps, initial=step, desc=description, disable=not accelerator.is_main_process,
+               mininterval=5.0, dynamic_ncols=True)
+    while micro_done < total_micro:
+        epoch, offset = divmod(micro_done, batches_per_epoch)
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(settings.seed + epoch))
+        loader = DataLoader(Subset(dataset, order.tolist()), batch_size=settings.batch_size,
+                            shuffle=False, collate_fn=collate_fn)
+        loader = accelerator.prepare_data_loader(loader)
+        if offset:
+            loader = accelerator.skip_first_batches(loader, offset)
+        for batch in loader:
+            if micro_done >= total_micro:
+                break
+            group = _accumulation_group(micro_done, total_micro, batches_per_epoch, settings.grad_accum)
+            sync = group.is_last
+            ctx = contextlib.nullcontext() if sync else accelerator.no_sync(model)
+            with ctx:
+                loss, stats = loss_fn(model, batch)
+                accelerator.backward(loss / group.size)
+            grad_norm = None
+            if sync:
+                if settings.max_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            micro_done += 1
+            n_examples = int(next(iter(batch.values())).shape[0]) * accelerator.num_processes
+            examples_seen += n_examples
+            tokens_seen += count_tokens(batch) * accelerator.num_processes
+            last_loss = float(loss.detach())
+            for k, v in {"loss": last_loss, **stats}.items():
+                window[k] = window.get(k, 0.0) + float(v)
+            window_n += 1
+            if not sync:
+                continue
+            step += 1
+            bar.update(1)
+            if step % settings.log_every == 0 or step == total_steps:
+                elapsed = elapsed_before + time.monotonic() - t0
+                record = {k: v / window_n for k, v in window.items()}
+                record.update(
+                    step=step,
+                    epoch=micro_done / batches_per_epoch,
+                    lr=scheduler.get_last_lr()[0],
+                    grad_norm=float(grad_norm) if grad_norm is not None else None,
+                    examples_seen=examples_seen,
+                    tokens_seen=tokens_seen,
+                    tokens_per_s=tokens_seen / max(elapsed, 1e-9),
+                    wall_seconds=elapsed,
+                )
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                if metrics_file is not None:
+                    metrics_file.write(json.dumps(record) + "\n")
+                    metrics_file.flush()
+                window, window_n = {}, 0
+            if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total_steps:
+                save_checkpoint()
+    bar.close()
+    if metrics_file is not None:
+        metrics_file.close()
+    accelerator.wait_for_everyone()
+    result = TrainResult(
+        steps=step,
+        resumed_from_step=resumed_from,
+        examples_seen=examples_seen,
+        tokens_seen=tokens_seen,
+        wall_seconds=elapsed_before + time.monotonic() - t0,
+        final_loss=last_loss,
+    )
+    if save_fn is not None:
+        state_dict = accelerator.get_state_dict(model)
+        if accelerator.is_main_process:
+            save_fn(accelerator.unwrap_model(model), state_dict, result)
+        accelerator.wait_for_everyone()
+    return result

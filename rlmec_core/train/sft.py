@@ -1,0 +1,95 @@
+"""Supervised fine-tuning on (prompt, target) pairs with the loss on the target tokens only.
+
+Used by the policy bootstrap (demo), and by every later stage that fine-tunes a causal LM on text
+targets (GRM SFT, rejection-sampling fine-tuning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    input_ids: list[int]  # prompt ids (with BOS if the tokenizer adds one) + target ids + EOS
+    labels: list[int]  # IGNORE_INDEX on prompt positions, the token id on target positions
+
+
+@dataclass(frozen=True)
+class EncodeReport:
+    kept: int
+    skipped_too_long: int  # examples whose prompt + target exceed max_length (skipped, never truncated)
+
+
+def encode_sft_examples(
+    tokenizer, prompts: Sequence[str], targets: Sequence[str], *, max_length: int
+) -> tuple[list[EncodedExample], EncodeReport]:
+    """Tokenize prompt and target separately (as the sampler sees them) and join them.
+
+    The prompt is tokenized with the tokenizer's special tokens (BOS), the target without, followed by
+    EOS. Examples longer than ``max_length`` tokens are skipped and counted, not truncated: a truncated
+    target would teach the model to stop mid-solution.
+    """
+    if len(prompts) != len(targets):
+        raise ValueError(f"prompts ({len(prompts)}) and targets ({len(targets)}) differ in length")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer has no EOS token; SFT targets must end with one")
+    p_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    t_ids = tokenizer(list(targets), add_special_tokens=False)["input_ids"]
+    out, skipped = [], 0
+    for p, t in zip(p_ids, t_ids, strict=True):
+        t = [*t, tokenizer.eos_token_id]
+        if len(p) + len(t) > max_length:
+            skipped += 1
+            continue
+        out.append(EncodedExample(input_ids=[*p, *t], labels=[IGNORE_INDEX] * len(p) + t))
+    return out, EncodeReport(kept=len(out), skipped_too_long=skipped)
+
+
+class SFTCollator:
+    """Right-pad a list of ``EncodedExample`` into ``input_ids``, ``attention_mask``, ``labels`` [B, T]."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, examples: list[EncodedExample]) -> dict[str, torch.Tensor]:
+        width = max(len(e.input_ids) for e in examples)
+        ids = torch.full((len(examples), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for i, e in enumerate(examples):
+            n = len(e.input_ids)
+            ids[i, :n] = torch.tensor(e.input_ids)
+            labels[i, :n] = torch.tensor(e.labels)
+            mask[i, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def sft_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean next-token cross-entropy over target positions (``labels != IGNORE_INDEX``).
+
+    Shapes: ``input_ids``, ``attention_mask``, ``labels`` [B, T]; logits [B, T, V] are shifted by one so
+    that position t predicts token t+1. Returns ``(loss, {"target_tokens": n, "token_acc": acc})``.
+    """
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    shift_logits = logits[:, :-1].float()
+    shift_labels = batch["labels"][:, 1:]
+    mask = shift_labels != IGNORE_INDEX
+    n = int(mask.sum())
+    if n == 0:
+        raise ValueError("batch has no target tokens")
+    loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum") / n
+    with torch.no_grad():
+        acc = float(((shift_logits.argmax(-1) == shift_labels) & mask).sum()) / n
+    return loss, {"target_tokens": float(n), "token_acc": acc}
+
+
+def count_target_tokens(batch: dict[str, torch.Tensor]) -> int:
+    return int((batch["labels"] != IGNORE_INDEX).sum())

@@ -1,0 +1,62 @@
+# Paths and helpers shared by every rule file.
+import json
+from pathlib import Path
+
+RUN = config["run"]
+RESULTS = f"results/{RUN}"
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+TASK = config["task"]
+DATA = f"data/{TASK['name']}"
+SPLITS = ("train", "validation", "test")
+BOOTSTRAP = config["policy"]["model"] is None
+
+
+wildcard_constraints:
+    split="train|validation|test",
+    policy="[A-Za-z0-9_]+",
+
+
+def policy_dir(policy):
+    """Where a policy's model lives: results/<run>/policy/<name>, or policy.model for a given 'sft'."""
+    if policy == "sft" and not BOOTSTRAP:
+        return config["policy"]["model"]
+    return f"{RESULTS}/policy/{policy}"
+
+
+def policy_input(wildcards):
+    """The policy directory as a rule input when this workflow makes it (nothing for a given model)."""
+    if wildcards.policy == "sft" and not BOOTSTRAP:
+        return []
+    return policy_dir(wildcards.policy)
+
+
+def data_sources(wildcards):
+    """Source files of a real data set (the demo task has none: it is generated)."""
+    if TASK["adapter"] == "arith":
+        return {}
+    return {split: path for split, path in TASK["source"].items() if path}
+
+
+def eval_metrics(policy):
+    return expand(f"{RESULTS}/eval/{policy}/{{split}}/metrics.json", split=config["evaluate"]["splits"])
+
+
+def final_targets():
+    return eval_metrics("sft")
+
+
+def print_summary():
+    """Print the accuracy of every evaluated policy (called on success)."""
+    rows = []
+    for path in sorted(Path(RESULTS, "eval").glob("*/*/metrics.json")):
+        m = json.loads(path.read_text())
+        policy, split = path.parts[-3], path.parts[-2]
+        rows.append(
+            f"  {policy:<12} {split:<11} {100 * m['accuracy']:5.1f}%  "
+            f"[{100 * m['ci_low']:.1f}, {100 * m['ci_high']:.1f}]  n={m['total']}  ({m['backend']})"
+        )
+    if rows:
+        print(f"\nRLMEC run '{RUN}': greedy accuracy ({100 * config['evaluate']['confidence']:.0f}% Wilson CI)")
+        print("\n".join(rows))
+        print(f"  outputs: {RESULTS}/\n")

@@ -1,0 +1,23 @@
+rule evaluate:
+    input:
+        model=policy_input,
+        data=f"{DATA}/{{split}}.parquet",
+    output:
+        predictions=f"{RESULTS}/eval/{{policy}}/{{split}}/predictions.parquet",
+        metrics=f"{RESULTS}/eval/{{policy}}/{{split}}/metrics.json",
+    params:
+        model=lambda wc: policy_dir(wc.policy),
+        adapter=TASK["adapter"],
+        prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
+        engine=config["engine"],
+        evaluate=config["evaluate"],
+        seed=config["seed"],
+    log:
+        f"{LOGS}/evaluate/{{policy}}_{{split}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{policy}}_{{split}}.tsv"
+    threads: workflow.cores
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,21 @@
+rule policy_bootstrap:
+    input:
+        train=f"{DATA}/train.parquet",
+    output:
+        model=directory(f"{RESULTS}/policy/sft"),
+        metrics=f"{RESULTS}/train_logs/policy_sft.jsonl",
+    params:
+        bootstrap=config["policy"]["bootstrap"],
+        adapter=TASK["adapter"],
+        prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
+        seed=config["seed"],
+        checkpoint_dir=f"{RESULTS}/checkpoints/policy_sft",
+    log:
+        f"{LOGS}/policy_bootstrap.log",
+    benchmark:
+        f"{BENCH}/policy_bootstrap.tsv"
+    threads: workflow.cores
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/policy_bootstrap.py"
