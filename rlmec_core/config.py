@@ -9,6 +9,7 @@ filled in from the schema) so that both entry points see identical settings.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,42 @@ def default_config() -> dict[str, Any]:
 def engine_settings(engine: Mapping[str, Any]) -> EngineSettings:
     """``EngineSettings`` from a validated ``engine`` block."""
     return EngineSettings(**dict(engine))
+
+
+def _rows(schema: Mapping[str, Any], defs: Mapping[str, Any], prefix: str) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for key, sub in schema.get("properties", {}).items():
+        if "$ref" in sub:
+            ref = defs[sub["$ref"].rsplit("/", 1)[-1]]
+            sub = {**ref, **{k: v for k, v in sub.items() if k != "$ref"}}
+        path = f"{prefix}{key}"
+        types = sub.get("type", "")
+        type_s = " or ".join(types) if isinstance(types, list) else str(types)
+        if "enum" in sub:
+            type_s += ": " + " / ".join(f"`{v}`" for v in sub["enum"])
+        if sub.get("type") == "array" and "enum" in sub.get("items", {}):
+            type_s += " of " + " / ".join(f"`{v}`" for v in sub["items"]["enum"])
+        default = "" if sub.get("type") == "object" else f"`{json.dumps(sub.get('default'))}`"
+        desc = " ".join(str(sub.get("description", "")).split())
+        rows.append((path, type_s, default, desc))
+        if sub.get("type") == "object":
+            rows.extend(_rows(sub, defs, path + "."))
+    return rows
+
+
+def schema_markdown(schema: Mapping[str, Any] | None = None) -> str:
+    """A Markdown reference of every config key (docs/config.md is this text)."""
+    schema = schema if schema is not None else load_schema()
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from config/schema.yaml by `python scripts/gen_docs.py`; do not edit by hand. -->",
+        "",
+        " ".join(str(schema.get("description", "")).split()),
+        "",
+        "| key | type | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for path, type_s, default, desc in _rows(schema, schema.get("$defs", {}), ""):
+        lines.append(f"| `{path}` | {type_s} | {default} | {desc.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"

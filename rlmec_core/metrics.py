@@ -47,7 +47,9 @@ def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple
     denom = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if correct == 0 else max(0.0, centre - half)  # exact at the ends (no rounding residue)
+    hi = 1.0 if correct == total else min(1.0, centre + half)
+    return lo, hi
 
 
 def accuracy(flags: list[bool], confidence: float = 0.95) -> Accuracy:

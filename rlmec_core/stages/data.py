@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,11 @@ def build_splits(task: Mapping[str, Any], seed: int) -> dict[str, list[Problem]]
             raise ConfigError(f"task.validation_fraction={frac} leaves no training problems ({len(train)} rows)")
         splits["validation"], splits["train"] = train[:n_val], train[n_val:]
         log.info("carved %d validation problems out of %d training problems", n_val, len(train))
-    return splits
+    # Ids name the task and split (adapters number rows per file), so tables of two tasks never collide.
+    return {
+        split: [replace(p, id=f"{name}-{split}-{i:06d}") for i, p in enumerate(problems)]
+        for split, problems in splits.items()
+    }
 
 
 def run_data(task: Mapping[str, Any], seed: int, outputs: Mapping[str, str | Path], stats_path: str | Path) -> dict[str, Any]:

@@ -101,6 +101,20 @@ def count_optimizer_steps(total_micro: int, per_epoch: int, accum: int) -> int:
     return full * math.ceil(per_epoch / accum) + math.ceil(rest / accum)
 
 
+def _records_up_to(path: Path, step: int) -> list[str]:
+    """JSONL lines of ``path`` logged at or before ``step`` (a resumed run re-logs the later ones)."""
+    if not path.exists():
+        return []
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError):
+            break  # a line cut short by the crash: it and anything after it are dropped
+    return kept
+
+
 def _latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     if not checkpoint_dir.is_dir():
         return None
@@ -183,8 +197,11 @@ def train(
 
     metrics_file = None
     if metrics_path is not None and accelerator.is_main_process:
-        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-        metrics_file = open(metrics_path, "a" if resumed_from else "w", encoding="utf-8")  # noqa: SIM115
+        metrics_path = Path(metrics_path)
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        kept = _records_up_to(metrics_path, resumed_from) if resumed_from else []
+        metrics_file = open(metrics_path, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+        metrics_file.writelines(kept)
 
     def save_checkpoint() -> None:
         tmp = checkpoint_dir / f".tmp-step-{step}"

@@ -1,0 +1,85 @@
+"""The smoke pipeline end to end through real Snakemake in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from rlmec_core.schemas import PROBLEMS, SAMPLES
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "snakemake"), "--cores", "2", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count} (without 'all' and 'total')."""
+    lines = dry_run_output.split("Job stats:", 1)[1].splitlines()[3:]
+    jobs = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    jobs.pop("all", None)
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    work = tmp_path_factory.mktemp("smoke")
+    for item in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
+        src = REPO_ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+    proc = snakemake(work, "--configfile", "config/smoke.yaml")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return work, proc
+
+
+def test_smoke_pipeline_produces_every_artifact(smoke_run):
+    work, proc = smoke_run
+    for split in ("train", "validation", "test"):
+        table = pq.read_table(work / "data" / "arith_smoke" / f"{split}.parquet")
+        assert table.schema.equals(PROBLEMS)
+        assert table.num_rows > 0
+    model = work / "results" / "smoke" / "policy" / "sft"
+    assert (model / "model.safetensors").exists() and (model / "config.json").exists()
+    preds = pq.read_table(work / "results" / "smoke" / "eval" / "sft" / "test" / "predictions.parquet")
+    assert preds.schema.equals(SAMPLES)
+    metrics = json.loads((work / "results" / "smoke" / "eval" / "sft" / "test" / "metrics.json").read_text())
+    assert metrics["total"] == preds.num_rows == 60
+    assert metrics["ci_low"] <= metrics["accuracy"] <= metrics["ci_high"]
+    assert metrics["correct"] == sum(preds.column("correct").to_pylist())
+    for rule in ("data", "policy_bootstrap", "evaluate/sft_test"):
+        assert (work / "results" / "smoke" / "logs" / f"{rule}.log").stat().st_size > 0
+        assert (work / "results" / "smoke" / "benchmarks" / f"{rule}.tsv").exists()
+    assert "greedy accuracy" in proc.stdout + proc.stderr  # the onsuccess summary
+    assert not list(work.rglob("*.tmp"))  # no temporaries left behind
+
+
+def test_nothing_to_do_after_a_complete_run(smoke_run):
+    work, _ = smoke_run
+    proc = snakemake(work, "--configfile", "config/smoke.yaml", "-n")
+    assert proc.returncode == 0
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_changing_an_evaluation_setting_reruns_only_evaluation(smoke_run):
+    work, _ = smoke_run
+    cfg = yaml.safe_load((work / "config" / "smoke.yaml").read_text())
+    cfg["evaluate"]["max_new_tokens"] = 40
+    (work / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work, "--configfile", "changed.yaml", "-n")
+    assert proc.returncode == 0, proc.stderr
+    assert planned_jobs(proc.stdout + proc.stderr) == {"evaluate": 1}
