@@ -115,3 +115,13 @@ def test_parse_question_rejects_foreign_text():
 )
 def test_adapter_judges_predictions(prediction, correct):
     assert get_adapter("arith").is_correct(prediction, "17") is correct
+
+
+def test_tiny_arch_rejects_head_sizes_vllm_cannot_run():
+    from rlmec_core.models.tiny import TinyArch
+
+    with pytest.raises(ValueError, match="head size hidden_size / num_attention_heads = 16"):
+        TinyArch(hidden_size=64, num_attention_heads=4, num_key_value_heads=4)
+    with pytest.raises(ValueError, match="divisible"):
+        TinyArch(hidden_size=100, num_attention_heads=3, num_key_value_heads=3)
+    TinyArch(hidden_size=64, num_attention_heads=2, num_key_value_heads=1)

@@ -15,19 +15,41 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 
+# Head sizes vLLM's attention kernels accept (its CPU backend lists exactly these; GPU backends more).
+VLLM_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
+
 
 @dataclass(frozen=True)
 class TinyArch:
-    """Shape of the tiny LLaMA policy (config ``policy.bootstrap.arch``)."""
+    """Shape of the tiny LLaMA policy (config ``policy.bootstrap.arch``; same defaults as the schema)."""
 
-    hidden_size: int = 192
-    intermediate_size: int = 512
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 6
-    num_key_value_heads: int = 6
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 3
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
     max_position_embeddings: int = 256
     rope_theta: float = 10000.0
     tie_word_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        where = "policy.bootstrap.arch"
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"{where}: hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"{where}: num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
+        head_dim = self.hidden_size // self.num_attention_heads
+        if head_dim not in VLLM_HEAD_SIZES:
+            raise ValueError(
+                f"{where}: head size hidden_size / num_attention_heads = {head_dim} is not one that vLLM's "
+                f"attention kernels support {VLLM_HEAD_SIZES}; change hidden_size or num_attention_heads"
+            )
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, *, model_max_length: int = 256) -> PreTrainedTokenizerFast:
@@ -67,10 +89,6 @@ def build_tiny_llama(tokenizer: PreTrainedTokenizerFast, arch: TinyArch, *, seed
     """A freshly initialised LLaMA causal LM sized by ``arch`` for ``tokenizer``'s vocabulary (float32)."""
     import torch
 
-    if arch.hidden_size % arch.num_attention_heads:
-        raise ValueError(
-            f"hidden_size ({arch.hidden_size}) must be divisible by num_attention_heads ({arch.num_attention_heads})"
-        )
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=arch.hidden_size,

@@ -82,7 +82,7 @@ def build_splits(task: Mapping[str, Any], seed: int) -> dict[str, list[Problem]]
         except ValueError as exc:
             raise ConfigError(f"task.synth: {exc}") from exc
 
-    adapter = get_adapter(adapter_name, task.get("prompt_template"))
+    adapter = get_adapter(adapter_name)
     source = task.get("source") or {}
     splits: dict[str, list[Problem]] = {}
     for split in SPLITS:

@@ -48,15 +48,15 @@ _ANSWER_LINE = "The answer is {x}"
 
 @dataclass(frozen=True)
 class ArithSpec:
-    """Difficulty knobs of the demo task (all come from config ``task.synth``)."""
+    """Difficulty knobs of the demo task (config ``task.synth``; same defaults as config/schema.yaml)."""
 
     min_steps: int = 2
     max_steps: int = 3
     operand_min: int = 2  # start value and +/- operands are drawn from [operand_min, operand_max]
-    operand_max: int = 60
+    operand_max: int = 20
     mul_max: int = 5  # * and / operands are drawn from [2, mul_max]
-    max_value: int = 300  # every intermediate result stays within [0, max_value]
-    operators: tuple[str, ...] = field(default=("+", "-", "*"))
+    max_value: int = 60  # every intermediate result stays within [0, max_value]
+    operators: tuple[str, ...] = field(default=("+", "-"))
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.max_steps:

@@ -12,6 +12,16 @@ SPLITS = ("train", "validation", "test")
 BOOTSTRAP = config["policy"]["model"] is None
 
 
+def canonical(value):
+    """A config block with keys sorted at every level: rules pass settings through params, and Snakemake
+    reruns a job when its params differ, so reordering keys in a YAML file must not count as a change."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
 wildcard_constraints:
     split="train|validation|test",
     policy="[A-Za-z0-9_]+",

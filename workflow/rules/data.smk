@@ -7,7 +7,7 @@ rule data:
         test=f"{DATA}/test.parquet",
         stats=f"{DATA}/stats.json",
     params:
-        task=TASK,
+        task=canonical({k: v for k, v in TASK.items() if k != "prompt_template"}),  # the template only matters to models
         seed=config["seed"],
     log:
         f"{LOGS}/data.log",

@@ -9,8 +9,8 @@ rule evaluate:
         model=lambda wc: policy_dir(wc.policy),
         adapter=TASK["adapter"],
         prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
-        engine=config["engine"],
-        evaluate=config["evaluate"],
+        engine=canonical(config["engine"]),
+        evaluate=canonical({k: v for k, v in config["evaluate"].items() if k != "splits"}),
         seed=config["seed"],
     log:
         f"{LOGS}/evaluate/{{policy}}_{{split}}.log",

@@ -5,7 +5,7 @@ rule policy_bootstrap:
         model=directory(f"{RESULTS}/policy/sft"),
         metrics=f"{RESULTS}/train_logs/policy_sft.jsonl",
     params:
-        bootstrap=config["policy"]["bootstrap"],
+        bootstrap=canonical(config["policy"]["bootstrap"]),
         adapter=TASK["adapter"],
         prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
         seed=config["seed"],
