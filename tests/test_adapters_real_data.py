@@ -185,7 +185,7 @@ def test_bad_json_names_file_and_line(tmp_path: Path, task: str) -> None:
         ("mcqa", {"problem": "\nOptions:\na\nb", "solution": "The answer is a", "answer": "a"}, "empty question"),
         ("mcqa", {"problem": "Q?", "solution": "The answer is a", "answer": "a"}, "no 'Options:'"),
         ("mcqa", {"problem": "Q?\nOptions:\na\nb", "solution": "The answer is c", "answer": "c"}, "not one of"),
-        ("mcqa", {"problem": "Q?\nOptions:\na\nb", "solution": "The answer is a", "answer": " "}, "empty field"),
+        ("mcqa", {"problem": "Q?\nOptions:\na\nb", "solution": "The answer is a", "answer": " "}, "empty answer"),
     ],
 )
 def test_malformed_row(tmp_path: Path, task: str, row: dict[str, object], message: str) -> None:

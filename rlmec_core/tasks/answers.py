@@ -17,7 +17,9 @@ import re
 import sympy
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-__all__ = ["extract_math_answer", "math_equal", "normalize_math_answer", "parse_gold"]
+from rlmec_core.tasks.base import TaskAdapter
+
+__all__ = ["MathTask", "extract_math_answer", "math_equal", "normalize_math_answer", "parse_gold"]
 
 _MAX_CHARS = 256  # longer "answers" are not final answers; never hand them to sympy
 _MAX_DIGITS = 100_000  # verify() on a number with more digits than this takes seconds to forever
@@ -211,3 +213,14 @@ def math_equal(pred: str, gold: str) -> bool:
         return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
     except Exception:  # noqa: BLE001 - a checker of model output must not crash the pipeline
         return False
+
+
+class MathTask(TaskAdapter):
+    """Base of the adapters whose answers are numbers or expressions (arith, GSM8K, SVAMP): answers are
+    pulled out with ``extract_math_answer`` and compared with ``math_equal``; subclasses add a loader."""
+
+    def extract_answer(self, text: str) -> str | None:
+        return extract_math_answer(text)
+
+    def answers_match(self, pred_answer: str, gold_answer: str) -> bool:
+        return math_equal(pred_answer, gold_answer)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlmec_core.errors import DataError
-from rlmec_core.tasks.answers import extract_math_answer, math_equal
-from rlmec_core.tasks.base import Problem, TaskAdapter
+from rlmec_core.tasks.answers import MathTask
+from rlmec_core.tasks.base import Problem
 
 OPERATORS = ("+", "-", "*", "/")
 
@@ -255,16 +255,10 @@ def generate_splits(sizes: dict[str, int], seed: int, spec: ArithSpec, *, prefix
     }
 
 
-class ArithTask(TaskAdapter):
+class ArithTask(MathTask):
     """Adapter of the embedded demo task (numeric answers, one step per line)."""
 
     name = "arith"
-
-    def extract_answer(self, text: str) -> str | None:
-        return extract_math_answer(text)
-
-    def answers_match(self, pred_answer: str, gold_answer: str) -> bool:
-        return math_equal(pred_answer, gold_answer)
 
     def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
         raise DataError(

@@ -7,9 +7,24 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from rlmec_core.errors import DataError
 
 DEFAULT_PROMPT_TEMPLATE = "Question: {question}\nAnswer:\n"
+
+
+def require_text(record: dict[str, Any], key: str, where: str, *, allow_empty: bool = False) -> str:
+    """``record[key]`` as a string; ``DataError`` naming ``where`` if it is missing, not a string, or
+    (unless ``allow_empty``) blank."""
+    value = record.get(key)
+    if value is None:
+        raise DataError(f"{where}: missing field {key!r}")
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise DataError(f"{where}: empty {key}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -12,21 +12,13 @@ from typing import Any
 
 from rlmec_core.errors import DataError
 from rlmec_core.io import iter_jsonl
-from rlmec_core.tasks.answers import extract_math_answer, math_equal, parse_gold
-from rlmec_core.tasks.base import Problem, TaskAdapter
+from rlmec_core.tasks.answers import MathTask, parse_gold
+from rlmec_core.tasks.base import Problem, require_text
 
 _CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
 _GOLD_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 
-
-def _field(obj: dict[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    if value is None:
-        raise DataError(f"{where}: missing field {key!r}")
-    if not isinstance(value, str):
-        raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
-    return value
 
 
 def gsm8k_gold_answer(raw: str) -> str | None:
@@ -44,16 +36,10 @@ def gsm8k_reference_solution(rationale: str, answer: str) -> str:
     return "\n".join([*steps, f"The answer is {answer}"])
 
 
-class GSM8KTask(TaskAdapter):
+class GSM8KTask(MathTask):
     """GSM8K: numeric answers, judged by ``math_equal``."""
 
     name = "gsm8k"
-
-    def extract_answer(self, text: str) -> str | None:
-        return extract_math_answer(text)
-
-    def answers_match(self, pred_answer: str, gold_answer: str) -> bool:
-        return math_equal(pred_answer, gold_answer)
 
     def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
         """Read a GSM8K JSON Lines file; ids are ``gsm8k-{split}-{row:06d}`` (0-based row).
@@ -64,10 +50,8 @@ class GSM8KTask(TaskAdapter):
         problems: list[Problem] = []
         for lineno, obj in iter_jsonl(path):
             where = f"{path}:{lineno}"
-            question = _field(obj, "question", where).strip()
-            if not question:
-                raise DataError(f"{where}: empty question")
-            answer_text = _field(obj, "answer", where)
+            question = require_text(obj, "question", where).strip()
+            answer_text = require_text(obj, "answer", where)
             if "####" not in answer_text:
                 raise DataError(f"{where}: answer has no '#### <final answer>' line")
             rationale, raw_gold = answer_text.rsplit("####", 1)

@@ -15,7 +15,7 @@ from typing import Any
 
 from rlmec_core.errors import DataError
 from rlmec_core.io import iter_jsonl
-from rlmec_core.tasks.base import Problem, TaskAdapter
+from rlmec_core.tasks.base import Problem, TaskAdapter, require_text
 
 _ANSWER_IS = re.compile(r"the answer is", re.IGNORECASE)
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
@@ -43,16 +43,6 @@ def options(question: str) -> list[str]:
             return [line.strip() for line in lines[i + 1 :] if line.strip()]
     return []
 
-
-def _field(obj: dict[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    if value is None:
-        raise DataError(f"{where}: missing field {key!r}")
-    if not isinstance(value, str):
-        raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise DataError(f"{where}: empty field {key!r}")
-    return value
 
 
 class MCQATask(TaskAdapter):
@@ -87,15 +77,15 @@ class MCQATask(TaskAdapter):
         problems: list[Problem] = []
         for lineno, obj in iter_jsonl(path):
             where = f"{path}:{lineno}"
-            question = _field(obj, "problem", where)
+            question = require_text(obj, "problem", where)
             opts = options(question)
             stem = re.split(r"^\s*Options:\s*$", question, flags=re.MULTILINE | re.IGNORECASE)[0]
             if not stem.strip():
                 raise DataError(f"{where}: empty question")
             if not opts:
                 raise DataError(f"{where}: problem has no 'Options:' line followed by options")
-            solution = _field(obj, "solution", where)
-            gold = _field(obj, "answer", where)
+            solution = require_text(obj, "solution", where)
+            gold = require_text(obj, "answer", where)
             by_norm = {normalize_option(o): o for o in opts}
             if normalize_option(gold) not in by_norm:
                 raise DataError(f"{where}: gold answer {gold!r} is not one of the options {opts}")

@@ -12,8 +12,8 @@ from typing import Any
 
 from rlmec_core.errors import DataError
 from rlmec_core.io import read_json
-from rlmec_core.tasks.answers import extract_math_answer, math_equal
-from rlmec_core.tasks.base import Problem, TaskAdapter
+from rlmec_core.tasks.answers import MathTask
+from rlmec_core.tasks.base import Problem, require_text
 
 
 def format_number(value: float) -> str:
@@ -21,25 +21,11 @@ def format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def _text(record: dict[str, Any], key: str, where: str) -> str:
-    value = record.get(key)
-    if value is None:
-        raise DataError(f"{where}: missing field {key!r}")
-    if not isinstance(value, str):
-        raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
-    return " ".join(value.split())
 
-
-class SVAMPTask(TaskAdapter):
+class SVAMPTask(MathTask):
     """SVAMP: numeric answers, judged by ``math_equal``."""
 
     name = "svamp"
-
-    def extract_answer(self, text: str) -> str | None:
-        return extract_math_answer(text)
-
-    def answers_match(self, pred_answer: str, gold_answer: str) -> bool:
-        return math_equal(pred_answer, gold_answer)
 
     def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
         """Read a SVAMP JSON file; ids are ``svamp-{split}-{record:06d}`` (0-based record index).
@@ -58,13 +44,10 @@ class SVAMPTask(TaskAdapter):
             if not isinstance(record, dict):
                 raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
             where += f" (ID {record.get('ID')!r})"
-            body, asked = _text(record, "Body", where), _text(record, "Question", where)
-            if not asked:
-                raise DataError(f"{where}: empty Question")
+            body = " ".join(require_text(record, "Body", where, allow_empty=True).split())
+            asked = " ".join(require_text(record, "Question", where).split())
             question = f"{body} {asked}".strip()
-            equation = _text(record, "Equation", where)
-            if not equation:
-                raise DataError(f"{where}: empty Equation")
+            equation = " ".join(require_text(record, "Equation", where).split())
             raw = record.get("Answer")
             if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
                 raise DataError(f"{where}: Answer must be a finite number, got {raw!r}")
