@@ -15,6 +15,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/policy.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/teacher.smk"
 
 
 rule all:

@@ -5,6 +5,7 @@
     rlmec policy --config config/config.yaml --out results/demo/policy/sft
     rlmec sample --model DIR --data PARQUET --out samples.parquet --n 5 --temperature 0.7
     rlmec evaluate --model DIR --data PARQUET --out DIR
+    rlmec teacher --samples S.parquet --problems P.parquet --tokenizer DIR --out DIR [--backend openai ...]
 
 ``rlmec <command> --help`` documents each. Settings not given as flags come from ``--config`` (validated
 against config/schema.yaml) or, without it, from the schema's defaults.
@@ -147,6 +148,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from rlmec_core.stages.teacher import run_teacher
+
+    cfg = _config(args.config)
+    teacher = dict(cfg["teacher"])
+    for key in ("backend", "model", "base_url", "api_key_env", "max_in_flight", "max_predictions"):
+        value = getattr(args, key)
+        if value is not None:
+            teacher[key] = value
+    out = Path(args.out)
+    metrics = run_teacher(
+        args.samples,
+        args.problems,
+        args.tokenizer,
+        out / "rewrites.parquet",
+        out / "metrics.json",
+        adapter_name=_problems_adapter(args.problems),
+        teacher_cfg=teacher,
+        seed=cfg["seed"],
+        cache_path=args.cache or out / f"cache_{teacher['backend']}.jsonl",
+    )
+    print(json.dumps({k: metrics[k] for k in ("statuses", "mean_edit_ratio", "mean_edit_ratio_replace_rest",
+                                              "requests_sent", "cache_hits")}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlmec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -172,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     pol.add_argument("--out", required=True, help="output model directory")
     pol.add_argument("--checkpoint-dir", help="where resumable checkpoints go (default: beside --out)")
     pol.set_defaults(func=cmd_policy)
+
+    tea = sub.add_parser("teacher", help="minimal-edit rewrites of wrong samples by a teacher (oracle or an LLM API)")
+    tea.add_argument("--samples", required=True, help="samples Parquet (schema SAMPLES)")
+    tea.add_argument("--problems", required=True, help="the problem table the samples answer (schema PROBLEMS)")
+    tea.add_argument("--tokenizer", required=True, help="directory of the policy's tokenizer (edit distances)")
+    tea.add_argument("--out", required=True, help="output directory (rewrites.parquet, metrics.json)")
+    tea.add_argument("--config", help="run config whose teacher block to use (default: schema defaults)")
+    tea.add_argument("--backend", choices=["oracle", "openai", "anthropic"])
+    tea.add_argument("--model")
+    tea.add_argument("--base-url", dest="base_url")
+    tea.add_argument("--api-key-env", dest="api_key_env", help="name of the environment variable holding the key")
+    tea.add_argument("--max-in-flight", dest="max_in_flight", type=int)
+    tea.add_argument("--max-predictions", dest="max_predictions", type=int)
+    tea.add_argument("--cache", help="response cache file (default: <out>/cache_<backend>.jsonl)")
+    tea.set_defaults(func=cmd_teacher)
 
     for name, func, helptext in (
         ("sample", cmd_sample, "sample solutions from a policy and judge them"),

@@ -56,7 +56,43 @@ SAMPLES = pa.schema(
     metadata={"artifact": "results/<run>/samples/*.parquet, results/<run>/eval/*/predictions.parquet"},
 )
 
+REWRITE_STATUSES = ("ok", "wrong_answer", "parse_error", "api_error", "filtered")
+
+REWRITES = pa.schema(
+    [
+        _f("sample_id", pa.string(), "First sample (in sampling order) with this prediction."),
+        _f("sample_ids", pa.list_(pa.string()), "Every sample of the problem with exactly this prediction (sent once)."),
+        _f("problem_id", pa.string(), "Id of the problem."),
+        _f("question", pa.string(), "The problem text."),
+        _f("reference_solution", pa.string(), "The gold solution shown to the teacher (numbered by step)."),
+        _f("gold_answer", pa.string(), "The problem's gold answer."),
+        _f("prediction", pa.string(), "The policy's solution `y`."),
+        _f("prediction_correct", pa.bool_(), "Whether `y` reaches the gold answer (task adapter)."),
+        _f("error_step", pa.int32(), "First wrong step of `y` (0-based line index; -1 for a correct `y`; "
+           "len(steps) when `y` stops before its answer); null when the teacher gave none.", nullable=True),
+        _f("rewrite", pa.string(), "`z` = the steps of `y` before `error_step` + the teacher's continuation "
+           "(= `y` for a correct `y`); null when there is none.", nullable=True),
+        _f("rewrite_correct", pa.bool_(), "Whether `z` reaches the gold answer.", nullable=True),
+        _f("edit_distance", pa.int32(), "Token Levenshtein distance d(y, z) under the policy's tokenizer.", nullable=True),
+        _f("edit_ratio", pa.float32(), "d(y, z) / max(|y|, |z|) in tokens.", nullable=True),
+        _f("teacher_backend", pa.string(), "`oracle`, `openai` or `anthropic` (`passthrough` for correct samples)."),
+        _f("teacher_model", pa.string(), "Model name sent to the backend."),
+        _f("error_step_reply", pa.string(), "The teacher's raw reply to the first-error question.", nullable=True),
+        _f("rewrite_reply", pa.string(), "The teacher's raw continuation.", nullable=True),
+        _f("status", pa.string(), "`ok`, `wrong_answer` (z misses the gold answer), `parse_error` (no usable "
+           "step label or continuation), `api_error` (requests failed after retries) or `filtered` "
+           "(edit ratio above teacher.max_edit_ratio)."),
+        _f("detail", pa.string(), "Why the row is not `ok` (human-readable).", nullable=True),
+        _f("attempts", pa.int32(), "Requests it took to get this row's replies, retries included (as recorded when "
+           "they were fetched, also when a rerun reads them from the cache)."),
+        _f("prompt_tokens", pa.int32(), "Prompt tokens the teacher reported for this row's requests."),
+        _f("completion_tokens", pa.int32(), "Completion tokens the teacher reported for this row's requests."),
+    ],
+    metadata={"artifact": "results/<run>/teacher/rewrites.parquet"},
+)
+
 ALL_SCHEMAS: dict[str, pa.Schema] = {
     "problems": PROBLEMS,
     "samples": SAMPLES,
+    "rewrites": REWRITES,
 }

@@ -44,6 +44,8 @@ _PHRASES: dict[str, tuple[str, ...]] = {
 _OPENING = "{name} has {a} {i}."
 _QUESTION = "How many {i} does {name} have now?"
 _ANSWER_LINE = "The answer is {x}"
+# Connectives a step line may start with (first step, later steps); the arithmetic is what is judged.
+STEP_PREFIXES: tuple[tuple[str, ...], tuple[str, ...]] = (("", "First, "), ("", "Then ", "So ", "Now "))
 
 
 @dataclass(frozen=True)
@@ -151,9 +153,46 @@ def render_question(rng: random.Random, start: int, steps: list[Step]) -> str:
     return " ".join(parts)
 
 
-def render_solution(steps: list[Step]) -> str:
-    """The reference solution: one ``a op b = c`` line per step, then ``The answer is c``."""
-    return "\n".join([s.line() for s in steps] + [_ANSWER_LINE.format(x=steps[-1].result)])
+def render_solution(steps: list[Step], rng: random.Random | None = None) -> str:
+    """The reference solution: one ``a op b = c`` line per step, then ``The answer is c``.
+
+    With ``rng``, each step line gets a connective drawn from ``STEP_PREFIXES`` (``Then 23 + 45 = 68``),
+    so that solutions to the same problem can be worded differently while their arithmetic is the same;
+    without it, the bare equations.
+    """
+    lines = []
+    for i, step in enumerate(steps):
+        prefix = rng.choice(STEP_PREFIXES[0] if i == 0 else STEP_PREFIXES[1]) if rng is not None else ""
+        lines.append(prefix + step.line())
+    return "\n".join([*lines, answer_line(steps[-1].result)])
+
+
+def answer_line(value: int) -> str:
+    return _ANSWER_LINE.format(x=value)
+
+
+_EQUATION = re.compile(r"(-?\d+)\s*([-+*/])\s*(-?\d+)\s*=\s*(-?\d+)")
+_ANSWER_RE = re.compile(r"^The answer is (-?\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class StepLine:
+    """A solution line read back: its equation (if any) and where the equation sits in the text."""
+
+    text: str
+    equation: tuple[int, str, int, int] | None  # (left, op, operand, result)
+    span: tuple[int, int] | None  # character span of the equation in ``text``
+    answer: int | None  # the value of a ``The answer is N`` line
+
+
+def read_step_line(text: str) -> StepLine:
+    """Find the equation ``a op b = c`` (anywhere in the line) or the ``The answer is N`` statement."""
+    m = _EQUATION.search(text)
+    if m:
+        eq = (int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4)))
+        return StepLine(text, eq, m.span(), None)
+    a = _ANSWER_RE.match(text.strip())
+    return StepLine(text, None, None, int(a.group(1)) if a else None)
 
 
 # -- parsing questions back into operations (used by the oracle teacher and step checks) ------------
@@ -238,7 +277,7 @@ def generate_problems(
             Problem(
                 id=f"{prefix}-{split}-{len(problems):06d}",
                 question=render_question(rng, start, steps),
-                reference_solution=render_solution(steps),
+                reference_solution=render_solution(steps, rng),
                 answer=str(steps[-1].result),
                 task="arith",
             )

@@ -36,9 +36,13 @@ def policy_dir(policy):
 
 def policy_input(wildcards):
     """The policy directory as a rule input when this workflow makes it (nothing for a given model)."""
-    if wildcards.policy == "sft" and not BOOTSTRAP:
+    return policy_requirement(wildcards.policy)
+
+
+def policy_requirement(policy):
+    if policy == "sft" and not BOOTSTRAP:
         return []
-    return policy_dir(wildcards.policy)
+    return policy_dir(policy)
 
 
 def data_sources(wildcards):
@@ -53,7 +57,7 @@ def eval_metrics(policy):
 
 
 def final_targets():
-    return eval_metrics("sft")
+    return [*eval_metrics("sft"), f"{RESULTS}/teacher/rewrites.parquet"]
 
 
 def print_summary():

@@ -1,0 +1,29 @@
+# Solutions sampled from a policy. Draws: "teacher" (the samples the teacher rewrites).
+SAMPLE = config["sample"]
+DRAW_SEEDS = {"teacher": 1}  # added to the run's seed, so that every draw is reproducible and distinct
+
+
+rule sample:
+    input:
+        model=policy_input,
+        data=f"{DATA}/{SAMPLE['split']}.parquet",
+    output:
+        f"{RESULTS}/samples/{{policy}}/{{draw}}.parquet",
+    params:
+        model=lambda wc: policy_dir(wc.policy),
+        adapter=TASK["adapter"],
+        prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
+        sample=canonical({k: v for k, v in SAMPLE.items() if k != "split"}),
+        seed=lambda wc: config["seed"] + DRAW_SEEDS[wc.draw],
+        engine=canonical(config["engine"]),
+    wildcard_constraints:
+        draw="|".join(DRAW_SEEDS),
+    log:
+        f"{LOGS}/sample/{{policy}}_{{draw}}.log",
+    benchmark:
+        f"{BENCH}/sample/{{policy}}_{{draw}}.tsv"
+    threads: workflow.cores
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/sample.py"
