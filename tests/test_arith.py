@@ -6,11 +6,13 @@ import pytest
 
 from rlmec_core.tasks import get_adapter
 from rlmec_core.tasks.arith import (
+    STEP_PREFIXES,
     ArithSpec,
     apply_op,
     generate_problems,
     generate_splits,
     parse_question,
+    read_step_line,
     solve,
 )
 
@@ -31,11 +33,13 @@ def test_reference_solutions_follow_the_format_and_are_correct():
         lines = p.reference_solution.splitlines()
         assert lines[-1] == f"The answer is {p.answer}"
         assert 2 <= len(lines) - 1 <= 4
-        for line in lines[:-1]:
-            left, op, right, eq, result = line.split()
-            assert eq == "="
-            assert apply_op(int(left), op, int(right)) == int(result)
-            assert 0 <= int(result) <= SPEC.max_value
+        for i, line in enumerate(lines[:-1]):
+            parsed = read_step_line(line)
+            left, op, right, result = parsed.equation
+            assert line[: parsed.span[0]] in (STEP_PREFIXES[0] if i == 0 else STEP_PREFIXES[1])
+            assert parsed.span[1] == len(line)
+            assert apply_op(left, op, right) == result
+            assert 0 <= result <= SPEC.max_value
         assert adapter.is_correct(p.reference_solution, p.answer)
         assert adapter.split_steps(p.reference_solution) == lines
 
@@ -44,7 +48,11 @@ def test_question_parses_back_to_the_solution():
     for p in generate_problems(300, 2, SPEC, split="train"):
         start, ops = parse_question(p.question)
         steps = solve(start, ops)
-        assert "\n".join(s.line() for s in steps) + f"\nThe answer is {steps[-1].result}" == p.reference_solution
+        lines = p.reference_solution.splitlines()
+        assert [read_step_line(line).equation for line in lines[:-1]] == [
+            (s.left, s.op, s.operand, s.result) for s in steps
+        ]
+        assert read_step_line(lines[-1]).answer == steps[-1].result
 
 
 @pytest.mark.parametrize(
