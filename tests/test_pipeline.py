@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from rlmec_core.schemas import PROBLEMS, SAMPLES
+from rlmec_core.schemas import PROBLEMS, REWRITES, SAMPLES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -61,7 +61,14 @@ def test_smoke_pipeline_produces_every_artifact(smoke_run):
     assert metrics["total"] == preds.num_rows == 60
     assert metrics["ci_low"] <= metrics["accuracy"] <= metrics["ci_high"]
     assert metrics["correct"] == sum(preds.column("correct").to_pylist())
-    for rule in ("data", "policy_bootstrap", "evaluate/sft_test"):
+    samples = pq.read_table(work / "results" / "smoke" / "samples" / "sft" / "teacher.parquet")
+    assert samples.schema.equals(SAMPLES) and samples.num_rows == 100 * 2  # sample.problems x sample.n
+    rewrites = pq.read_table(work / "results" / "smoke" / "teacher" / "rewrites.parquet")
+    assert rewrites.schema.equals(REWRITES)
+    assert set(rewrites.column("status").to_pylist()) == {"ok"}  # the oracle is exact
+    teacher = json.loads((work / "results" / "smoke" / "teacher" / "metrics.json").read_text())
+    assert teacher["distinct_predictions"] == rewrites.num_rows
+    for rule in ("data", "policy_bootstrap", "evaluate/sft_test", "sample/sft_teacher", "teacher"):
         assert (work / "results" / "smoke" / "logs" / f"{rule}.log").stat().st_size > 0
         assert (work / "results" / "smoke" / "benchmarks" / f"{rule}.tsv").exists()
     assert "greedy accuracy" in proc.stdout + proc.stderr  # the onsuccess summary

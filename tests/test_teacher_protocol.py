@@ -78,6 +78,8 @@ def test_custom_templates_must_have_their_fields():
          ["15 + 10 = 25", "25 - 14 = 11", "11 - 9 = 2", "The answer is 2"]),
         (["15 + 10 = 26", "Then 26 + 14 = 40", "40 - 9 = 31", "The answer is 31"], 0,
          ["15 + 10 = 25", "Then 25 - 14 = 11", "11 - 9 = 2", "The answer is 2"]),
+        (["15 + 10 = 25", "25 - 14 = 11", "11 - 9 = 0", "The answer is 00"], 2,  # the answer's digits, not a substring
+         ["15 + 10 = 25", "25 - 14 = 11", "11 - 9 = 2", "The answer is 2"]),
     ],
 )
 def test_oracle_cases(prediction, k, rewrite):

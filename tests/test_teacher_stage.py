@@ -144,3 +144,39 @@ def test_missing_key_and_missing_model_are_config_errors(inputs, tmp_path, monke
     with pytest.raises(ConfigError, match="teacher.model"):
         run(inputs, tmp_path, teacher_cfg(backend="openai", model=None))
     assert os.environ[KEY_ENV] == "x"
+
+
+@pytest.mark.slow
+def test_killed_stage_resumes_without_paying_twice(inputs, tmp_path):
+    """SIGKILL `rlmec teacher` mid-run; the rerun reads every cached reply and writes the same rows."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    samples, problems, tokenizer = inputs
+    env = {**os.environ, KEY_ENV: "k"}
+    rlmec = str(Path(sys.executable).with_name("rlmec"))
+
+    def cmd(out, url):
+        return [rlmec, "teacher", "--samples", str(samples), "--problems", str(problems), "--tokenizer",
+                str(tokenizer), "--out", str(out), "--backend", "openai", "--model", "m", "--base-url", url,
+                "--api-key-env", KEY_ENV, "--max-in-flight", "2"]
+
+    with FakeLLMServer(oracle_responder) as server:
+        subprocess.run(cmd(tmp_path / "ref", server.base_url), env=env, check=True, capture_output=True)
+    with FakeLLMServer(oracle_responder, latency_s=0.05) as server:
+        proc = subprocess.Popen(cmd(tmp_path / "run", server.base_url), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        while server.counts["requests"] < 40 and proc.poll() is None:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        cache = (tmp_path / "run" / "cache_openai.jsonl").read_text().splitlines()
+        cached = sum(1 for line in cache if line.endswith("}"))
+        assert 0 < cached < 2 * 79
+        assert not (tmp_path / "run" / "rewrites.parquet").exists()  # nothing half-written
+        subprocess.run(cmd(tmp_path / "run", server.base_url), env=env, check=True, capture_output=True)
+    metrics = __import__("json").loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["cache_hits"] == cached
+    assert pq.read_table(tmp_path / "run" / "rewrites.parquet").equals(pq.read_table(tmp_path / "ref" / "rewrites.parquet"))

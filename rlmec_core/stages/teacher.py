@@ -249,9 +249,11 @@ def run_teacher(
         log.info("response cache %s: %d replies on disk", cache_path, len(cache))
     client = TeacherClient(teacher, max_in_flight=teacher_cfg["max_in_flight"], retry=retry, cache=cache, seed=seed)
     gen = {k: teacher_cfg[k] for k in ("max_tokens_error_step", "max_tokens_complete", "temperature")}
+    t_requests = time.monotonic()
     try:
         sent_rows = asyncio.run(_run_all(incorrect, client, adapter, prompts, gen))
     finally:
+        request_seconds = time.monotonic() - t_requests
         if cache is not None:
             cache.close()
 
@@ -288,6 +290,7 @@ def run_teacher(
         "errors": s.errors,
         "prompt_tokens": s.prompt_tokens,
         "completion_tokens": s.completion_tokens,
+        "request_seconds": request_seconds,
         "wall_seconds": time.monotonic() - t0,
     }
     write_json_atomic(metrics_path, metrics)

@@ -172,7 +172,7 @@ def answer_line(value: int) -> str:
 
 
 _EQUATION = re.compile(r"(-?\d+)\s*([-+*/])\s*(-?\d+)\s*=\s*(-?\d+)")
-_ANSWER_RE = re.compile(r"^The answer is (-?\d+)\s*$")
+_ANSWER_RE = re.compile(r"^\s*The answer is (-?\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ class StepLine:
 
     text: str
     equation: tuple[int, str, int, int] | None  # (left, op, operand, result)
-    span: tuple[int, int] | None  # character span of the equation in ``text``
+    span: tuple[int, int] | None  # character span of the equation (or of the answer's number) in ``text``
     answer: int | None  # the value of a ``The answer is N`` line
 
 
@@ -191,8 +191,10 @@ def read_step_line(text: str) -> StepLine:
     if m:
         eq = (int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4)))
         return StepLine(text, eq, m.span(), None)
-    a = _ANSWER_RE.match(text.strip())
-    return StepLine(text, None, None, int(a.group(1)) if a else None)
+    a = _ANSWER_RE.match(text)
+    if a:
+        return StepLine(text, None, a.span(1), int(a.group(1)))
+    return StepLine(text, None, None, None)
 
 
 # -- parsing questions back into operations (used by the oracle teacher and step checks) ------------

@@ -81,9 +81,10 @@ def minimal_rewrite(question: str, steps: Sequence[str], error_step: int) -> lis
         out.append(_fixed_line(steps[i] if i < len(steps) else None, truth[i]))
     if len(out) == len(truth):
         n = len(truth)
-        kept = steps[n] if n < len(steps) and n >= error_step else None
-        if kept is not None and read_step_line(kept).answer is not None:
-            out.append(kept.replace(str(read_step_line(kept).answer), str(truth[-1].result), 1))
+        kept = read_step_line(steps[n]) if error_step <= n < len(steps) else None
+        if kept is not None and kept.answer is not None and kept.span is not None:
+            start, end = kept.span
+            out.append(f"{kept.text[:start]}{truth[-1].result}{kept.text[end:]}")
         else:
             out.append(answer_line(truth[-1].result))
     return out
