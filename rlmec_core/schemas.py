@@ -53,7 +53,7 @@ SAMPLES = pa.schema(
         _f("top_p", pa.float32(), "Nucleus sampling threshold."),
         _f("seed", pa.int64(), "Seed of this request (base seed + problem position, for reproducibility)."),
     ],
-    metadata={"artifact": "results/<run>/samples/*.parquet, results/<run>/eval/*/predictions.parquet"},
+    metadata={"artifact": "results/<run>/samples/<policy>/<draw>.parquet, results/<run>/eval/<policy>/<split>/predictions.parquet"},
 )
 
 REWRITE_STATUSES = ("ok", "wrong_answer", "parse_error", "api_error", "filtered")
@@ -96,3 +96,24 @@ ALL_SCHEMAS: dict[str, pa.Schema] = {
     "samples": SAMPLES,
     "rewrites": REWRITES,
 }
+
+
+def artifacts_markdown() -> str:
+    """A Markdown reference of every Parquet artefact's columns (docs/artifacts.md is this text)."""
+    lines = [
+        "# Parquet artefacts",
+        "",
+        "<!-- Generated from rlmec_core/schemas.py by `python scripts/gen_docs.py`; do not edit by hand. -->",
+        "",
+        "Every stage writes Parquet with one of these explicit schemas and checks it on read. Open any file",
+        "with `pyarrow.parquet.read_table(path).to_pandas()`, DuckDB or `rlmec`'s stage commands.",
+    ]
+    for name, schema in ALL_SCHEMAS.items():
+        meta = schema.metadata or {}
+        where = meta.get(b"artifact", b"").decode("utf-8")
+        lines += ["", f"## `{name}`", "", f"Files: `{where}`", "", "| column | type | nullable | meaning |",
+                  "| --- | --- | --- | --- |"]
+        for field in schema:
+            doc = field_doc(field).replace("|", "/")
+            lines.append(f"| `{field.name}` | `{field.type}` | {'yes' if field.nullable else 'no'} | {doc} |")
+    return "\n".join(lines) + "\n"

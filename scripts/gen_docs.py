@@ -4,11 +4,13 @@
 from pathlib import Path
 
 from rlmec_core.config import schema_markdown
+from rlmec_core.schemas import artifacts_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
 PAGES = {
     ROOT / "docs" / "config.md": schema_markdown,
+    ROOT / "docs" / "artifacts.md": artifacts_markdown,
 }
 
 if __name__ == "__main__":

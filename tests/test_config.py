@@ -67,6 +67,16 @@ def test_every_key_is_documented_and_docs_are_current():
     assert docs == schema_markdown(schema), "docs/config.md is stale: run `python scripts/gen_docs.py`"
 
 
+def test_every_artifact_column_is_documented_and_docs_are_current():
+    from rlmec_core.schemas import ALL_SCHEMAS, artifacts_markdown, field_doc
+
+    for name, schema in ALL_SCHEMAS.items():
+        for field in schema:
+            assert field_doc(field), f"column {field.name!r} of schema {name!r} has no doc"
+    docs = (REPO_ROOT / "docs" / "artifacts.md").read_text()
+    assert docs == artifacts_markdown(), "docs/artifacts.md is stale: run `python scripts/gen_docs.py`"
+
+
 @pytest.mark.slow
 def test_snakemake_rejects_a_bad_config_before_running_anything(tmp_path):
     for item in ("Snakefile", "workflow", "config", "profiles"):

@@ -96,9 +96,6 @@ class TaskAdapter(abc.ABC):
         """A solution's steps: its non-blank lines, stripped of surrounding whitespace."""
         return [line.strip() for line in solution.splitlines() if line.strip()]
 
-    def number_steps(self, solution: str) -> str:
-        """The solution with its steps numbered ``[0] ...``, ``[1] ...``, one per line (RLMEC.md stage 2)."""
-        return "\n".join(f"[{i}] {step}" for i, step in enumerate(self.split_steps(solution)))
 
     # -- data ------------------------------------------------------------------------------------
     @abc.abstractmethod

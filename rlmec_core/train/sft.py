@@ -90,6 +90,3 @@ def sft_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[to
         acc = float(((shift_logits.argmax(-1) == shift_labels) & mask).sum()) / n
     return loss, {"target_tokens": float(n), "token_acc": acc}
 
-
-def count_target_tokens(batch: dict[str, torch.Tensor]) -> int:
-    return int((batch["labels"] != IGNORE_INDEX).sum())
