@@ -17,6 +17,7 @@ include: "workflow/rules/policy.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/teacher.smk"
+include: "workflow/rules/grm.smk"
 
 
 rule all:

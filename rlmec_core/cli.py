@@ -6,6 +6,7 @@
     rlmec sample --model DIR --data PARQUET --out samples.parquet --n 5 --temperature 0.7
     rlmec evaluate --model DIR --data PARQUET --out DIR
     rlmec teacher --samples S.parquet --problems P.parquet --tokenizer DIR --out DIR [--backend openai ...]
+    rlmec grm {data,train,eval,rewrite} ... --out DIR
 
 ``rlmec <command> --help`` documents each. Settings not given as flags come from ``--config`` (validated
 against config/schema.yaml) or, without it, from the schema's defaults.
@@ -174,6 +175,31 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grm(args: argparse.Namespace) -> int:
+    from rlmec_core.stages import grm
+
+    cfg = _config(args.config)
+    g, adapter = cfg["grm"], cfg["task"]["adapter"]
+    out = Path(args.out)
+    if args.grm_command == "data":
+        result = grm.build_grm_data(args.rewrites, out / "data.parquet", out / "data_stats.json",
+                                    adapter_name=adapter, grm_cfg=g, seed=cfg["seed"])
+    elif args.grm_command == "train":
+        result = grm.train_grm(args.data, args.init or g["model"], out, grm_cfg=g, seed=cfg["seed"],
+                               checkpoint_dir=args.checkpoint_dir or out.parent / f".{out.name}.checkpoints",
+                               metrics_path=out.parent / f"{out.name}.train_metrics.jsonl",
+                               trust_remote_code=cfg["engine"]["trust_remote_code"])
+    elif args.grm_command == "eval":
+        result = grm.evaluate_grm(args.model, args.data, out / "quality.json", adapter_name=adapter, grm_cfg=g,
+                                  engine=_engine(cfg, args), limit=g["eval_limit"])
+    else:
+        result = grm.grm_rewrite(args.model, args.samples, args.problems, out / "rewrites.parquet",
+                                 out / "rewrites_metrics.json", adapter_name=adapter, grm_cfg=g,
+                                 engine=_engine(cfg, args), max_edit_ratio=cfg["teacher"]["max_edit_ratio"])
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlmec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -214,6 +240,28 @@ def build_parser() -> argparse.ArgumentParser:
     tea.add_argument("--max-predictions", dest="max_predictions", type=int)
     tea.add_argument("--cache", help="response cache file (default: <out>/cache_<backend>.jsonl)")
     tea.set_defaults(func=cmd_teacher)
+
+    grm_p = sub.add_parser("grm", help="the generative reward model: data, train, eval, rewrite")
+    grm_sub = grm_p.add_subparsers(dest="grm_command", required=True)
+    gd = grm_sub.add_parser("data", help="GRM examples from a teacher's rewrites.parquet")
+    gd.add_argument("--rewrites", required=True)
+    gt = grm_sub.add_parser("train", help="SFT of the GRM (resumable)")
+    gt.add_argument("--data", required=True, help="GRM data Parquet (from `rlmec grm data`)")
+    gt.add_argument("--init", help="model to start from (default: config grm.model)")
+    gt.add_argument("--checkpoint-dir")
+    ge = grm_sub.add_parser("eval", help="GRM quality on the held-out part of its data")
+    ge.add_argument("--model", required=True)
+    ge.add_argument("--data", required=True)
+    gr = grm_sub.add_parser("rewrite", help="the GRM rewrites the wrong samples of a samples Parquet")
+    gr.add_argument("--model", required=True)
+    gr.add_argument("--samples", required=True)
+    gr.add_argument("--problems", required=True)
+    for p in (gd, gt, ge, gr):
+        p.add_argument("--out", required=True, help="output directory (the model directory for `train`)")
+        p.add_argument("--config", help="run config (default: schema defaults)")
+        if p in (ge, gr):
+            p.add_argument("--backend", choices=["auto", "vllm", "hf"], help="override engine.backend")
+        p.set_defaults(func=cmd_grm)
 
     for name, func, helptext in (
         ("sample", cmd_sample, "sample solutions from a policy and judge them"),

@@ -75,7 +75,8 @@ REWRITES = pa.schema(
         _f("rewrite_correct", pa.bool_(), "Whether `z` reaches the gold answer.", nullable=True),
         _f("edit_distance", pa.int32(), "Token Levenshtein distance d(y, z) under the policy's tokenizer.", nullable=True),
         _f("edit_ratio", pa.float32(), "d(y, z) / max(|y|, |z|) in tokens.", nullable=True),
-        _f("teacher_backend", pa.string(), "`oracle`, `openai` or `anthropic` (`passthrough` for correct samples)."),
+        _f("teacher_backend", pa.string(), "`oracle`, `openai`, `anthropic`, or `grm` for the GRM's rewrites "
+           "(`passthrough` for correct samples)."),
         _f("teacher_model", pa.string(), "Model name sent to the backend."),
         _f("error_step_reply", pa.string(), "The teacher's raw reply to the first-error question.", nullable=True),
         _f("rewrite_reply", pa.string(), "The teacher's raw continuation.", nullable=True),
@@ -88,13 +89,34 @@ REWRITES = pa.schema(
         _f("prompt_tokens", pa.int32(), "Prompt tokens the teacher reported for this row's requests."),
         _f("completion_tokens", pa.int32(), "Completion tokens the teacher reported for this row's requests."),
     ],
-    metadata={"artifact": "results/<run>/teacher/rewrites.parquet"},
+    metadata={"artifact": "results/<run>/teacher/rewrites.parquet, results/<run>/grm/rewrites.parquet"},
+)
+
+GRM_DATA = pa.schema(
+    [
+        _f("example_id", pa.string(), "`<sample id>/<kind>`, unique."),
+        _f("split", pa.string(), "`train` or `validation` (held out by problem: no problem is in both)."),
+        _f("kind", pa.string(), "`error_step` (find the first wrong step) or `rewrite` (minimal correction)."),
+        _f("prompt", pa.string(), "The GRM's input (template `grm.prompts.<kind>` filled in)."),
+        _f("target", pa.string(), "What the GRM learns to answer (loss on these tokens only)."),
+        _f("sample_id", pa.string(), "The sample the example is made from (rewrites.parquet)."),
+        _f("problem_id", pa.string(), "Its problem."),
+        _f("question", pa.string(), "The problem text."),
+        _f("reference_solution", pa.string(), "The gold solution."),
+        _f("gold_answer", pa.string(), "The gold answer."),
+        _f("prediction", pa.string(), "The policy's solution `y`."),
+        _f("prediction_correct", pa.bool_(), "Whether `y` is correct (then the rewrite target is `y` itself)."),
+        _f("error_step", pa.int32(), "The teacher's first wrong step of `y` (-1 for a correct `y`)."),
+        _f("rewrite", pa.string(), "The teacher's rewrite `z` (`y` for a correct `y`)."),
+    ],
+    metadata={"artifact": "results/<run>/grm/data.parquet"},
 )
 
 ALL_SCHEMAS: dict[str, pa.Schema] = {
     "problems": PROBLEMS,
     "samples": SAMPLES,
     "rewrites": REWRITES,
+    "grm_data": GRM_DATA,
 }
 
 

@@ -13,7 +13,7 @@ from rlmec_core.io import write_parquet
 from rlmec_core.models.tiny import train_tokenizer
 from rlmec_core.schemas import PROBLEMS, SAMPLES
 from rlmec_core.stages.data import problems_table
-from rlmec_core.tasks.arith import STEP_PREFIXES, ArithSpec, Step, answer_line, generate_problems, parse_question, solve
+from rlmec_core.tasks.arith import STEP_STYLES, ArithSpec, Step, answer_line, generate_problems, parse_question, solve
 from rlmec_core.teacher import oracle
 
 PROMPT_TEMPLATE = "Question: {question}\nAnswer:\n"
@@ -29,6 +29,7 @@ def corrupt(question: str, rng: random.Random) -> str:
         lines: list[str] = []
         value = start
         kind = rng.choice(["result", "operand", "operator"])
+        style = rng.choice(STEP_STYLES)
         for i, step in enumerate(truth):
             op, operand = step.op, step.operand
             left = value
@@ -39,8 +40,7 @@ def corrupt(question: str, rng: random.Random) -> str:
             result = {"+": left + operand, "-": left - operand, "*": left * operand}.get(op, left)
             if i == k and kind == "result":
                 result += rng.choice([-10, -2, -1, 1, 2, 10])
-            prefix = rng.choice(STEP_PREFIXES[0] if i == 0 else STEP_PREFIXES[1])
-            lines.append(prefix + Step(left, op, operand, result).line())
+            lines.append((style[0] if i == 0 else style[1]) + Step(left, op, operand, result).line())
             value = result if rng.random() < 0.8 else step.result  # mostly carry the error forward
         lines.append(answer_line(value))
         if value != truth[-1].result:

@@ -6,7 +6,7 @@ import pytest
 
 from rlmec_core.tasks import get_adapter
 from rlmec_core.tasks.arith import (
-    STEP_PREFIXES,
+    STEP_STYLES,
     ArithSpec,
     apply_op,
     generate_problems,
@@ -33,10 +33,12 @@ def test_reference_solutions_follow_the_format_and_are_correct():
         lines = p.reference_solution.splitlines()
         assert lines[-1] == f"The answer is {p.answer}"
         assert 2 <= len(lines) - 1 <= 4
-        for i, line in enumerate(lines[:-1]):
+        prefixes = [line[: read_step_line(line).span[0]] for line in lines[:-1]]
+        style = next(st for st in STEP_STYLES if st[0] == prefixes[0])  # the first line names the style
+        assert all(prefix == style[1] for prefix in prefixes[1:])
+        for line in lines[:-1]:
             parsed = read_step_line(line)
             left, op, right, result = parsed.equation
-            assert line[: parsed.span[0]] in (STEP_PREFIXES[0] if i == 0 else STEP_PREFIXES[1])
             assert parsed.span[1] == len(line)
             assert apply_op(left, op, right) == result
             assert 0 <= result <= SPEC.max_value

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from rlmec_core.schemas import PROBLEMS, REWRITES, SAMPLES
+from rlmec_core.schemas import GRM_DATA, PROBLEMS, REWRITES, SAMPLES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -68,7 +68,16 @@ def test_smoke_pipeline_produces_every_artifact(smoke_run):
     assert set(rewrites.column("status").to_pylist()) == {"ok"}  # the oracle is exact
     teacher = json.loads((work / "results" / "smoke" / "teacher" / "metrics.json").read_text())
     assert teacher["distinct_predictions"] == rewrites.num_rows
-    for rule in ("data", "policy_bootstrap", "evaluate/sft_test", "sample/sft_teacher", "teacher"):
+    grm = work / "results" / "smoke" / "grm"
+    assert pq.read_table(grm / "data.parquet").schema.equals(GRM_DATA)
+    assert (grm / "model" / "model.safetensors").exists()
+    quality = json.loads((grm / "quality.json").read_text())
+    assert 0.0 <= quality["error_step_accuracy"] <= 1.0 and 0.0 <= quality["token_flag_f1"] <= 1.0
+    grm_rewrites = pq.read_table(grm / "rewrites.parquet")
+    assert grm_rewrites.schema.equals(REWRITES)
+    assert set(grm_rewrites.column("teacher_backend").to_pylist()) <= {"grm", "passthrough"}
+    for rule in ("data", "policy_bootstrap", "evaluate/sft_test", "sample/sft_teacher", "teacher", "grm_data",
+                 "grm_train", "grm_eval", "grm_rewrite", "sample/sft_rl"):
         assert (work / "results" / "smoke" / "logs" / f"{rule}.log").stat().st_size > 0
         assert (work / "results" / "smoke" / "benchmarks" / f"{rule}.tsv").exists()
     assert "greedy accuracy" in proc.stdout + proc.stderr  # the onsuccess summary

@@ -8,6 +8,7 @@ the tokenizer is stored beside the checkpoints so that a resumed run uses the ve
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -105,7 +106,7 @@ def bootstrap_policy(
         model,
         examples,
         SFTCollator(tokenizer.pad_token_id),
-        sft_loss,
+        functools.partial(sft_loss, normalization=settings.loss_normalization),
         settings,
         checkpoint_dir=checkpoint_dir,
         metrics_path=metrics_path,

@@ -85,11 +85,17 @@ def sample_policy(
     prompt_template: str | None,
     settings: SampleSettings,
     engine: EngineSettings,
+    first: int = 0,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """Sample ``settings.n`` solutions per problem of ``data_path`` and write them to ``out_path``."""
+    """Sample ``settings.n`` solutions for each of the problems ``first .. first + limit`` of
+    ``data_path`` (all from ``first`` on when ``limit`` is None) and write them to ``out_path``."""
     adapter = get_adapter(adapter_name, prompt_template)
-    problems = load_problems(data_path)[:limit]
+    all_problems = load_problems(data_path)
+    problems = all_problems[first : None if limit is None else first + limit]
+    if not problems:
+        raise ValueError(f"{data_path}: no problems in the range first={first}, problems={limit} "
+                         f"(the split has {len(all_problems)})")
     table, result = draw_samples(model_path, problems, adapter, settings, engine)
     write_parquet(table, out_path, SAMPLES)
     correct = table.column("correct").to_pylist()

@@ -67,7 +67,8 @@ def distinct_predictions(samples: pa.Table, problems: Mapping[str, Problem], whe
     return list(items.values())
 
 
-def _row(item: Item, teacher: Teacher | None, **values: Any) -> dict[str, Any]:
+def rewrite_row(item: Item, teacher: Teacher | None, **values: Any) -> dict[str, Any]:
+    """A ``REWRITES`` row for ``item`` (``teacher`` None: a correct prediction passed through)."""
     row = {
         "sample_id": item.sample_ids[0],
         "sample_ids": item.sample_ids,
@@ -125,15 +126,15 @@ async def rewrite_item(
         )
         account(first)
         if first.reply is None:
-            return _row(item, teacher, status="api_error", detail=f"first-error request: {first.error}", **usage)
+            return rewrite_row(item, teacher, status="api_error", detail=f"first-error request: {first.error}", **usage)
         step_reply = first.reply.text
         k = parse_error_step(step_reply, len(pred_steps))
         if k is None:
             truncated = " (reply truncated)" if first.reply.finish_reason == "length" else ""
-            return _row(item, teacher, status="parse_error", error_step_reply=step_reply,
+            return rewrite_row(item, teacher, status="parse_error", error_step_reply=step_reply,
                         detail=f"no valid step label in the first-error reply{truncated}", **usage)
         if k < 0:
-            return _row(item, teacher, status="parse_error", error_step_reply=step_reply,
+            return rewrite_row(item, teacher, status="parse_error", error_step_reply=step_reply,
                         detail="the teacher judged an incorrect prediction correct", **usage)
     else:
         k = 0  # an empty prediction is wrong from its first step: nothing to ask
@@ -144,11 +145,11 @@ async def rewrite_item(
     )
     account(second)
     if second.reply is None:
-        return _row(item, teacher, status="api_error", error_step=k, error_step_reply=step_reply,
+        return rewrite_row(item, teacher, status="api_error", error_step=k, error_step_reply=step_reply,
                     detail=f"completion request: {second.error}", **usage)
     continuation = parse_continuation(second.reply.text, kept)
     if not continuation:
-        return _row(item, teacher, status="parse_error", error_step=k, error_step_reply=step_reply,
+        return rewrite_row(item, teacher, status="parse_error", error_step=k, error_step_reply=step_reply,
                     rewrite_reply=second.reply.text, detail="empty continuation", **usage)
     rewrite = "\n".join([*kept, *continuation])
     verdict = adapter.judge(rewrite, problem.answer)
@@ -158,7 +159,7 @@ async def rewrite_item(
         detail = f"rewrite answers {verdict.pred_answer!r}, gold is {problem.answer!r}"
         if second.reply.finish_reason == "length":
             detail += " (reply truncated)"
-    return _row(item, teacher, status=status, detail=detail, error_step=k, rewrite=rewrite,
+    return rewrite_row(item, teacher, status=status, detail=detail, error_step=k, rewrite=rewrite,
                 rewrite_correct=verdict.correct, error_step_reply=step_reply, rewrite_reply=second.reply.text, **usage)
 
 
@@ -261,7 +262,7 @@ def run_teacher(
     rows = []
     for it in items:  # sampling order, whatever order the replies came in
         if it.correct:
-            rows.append(_row(it, None, error_step=-1, rewrite=it.prediction, rewrite_correct=True))
+            rows.append(rewrite_row(it, None, error_step=-1, rewrite=it.prediction, rewrite_correct=True))
         elif (it.problem.id, it.prediction) in by_key:
             rows.append(by_key[(it.problem.id, it.prediction)])
     tokenizer = load_tokenizer(tokenizer_path)

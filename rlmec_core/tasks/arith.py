@@ -44,8 +44,9 @@ _PHRASES: dict[str, tuple[str, ...]] = {
 _OPENING = "{name} has {a} {i}."
 _QUESTION = "How many {i} does {name} have now?"
 _ANSWER_LINE = "The answer is {x}"
-# Connectives a step line may start with (first step, later steps); the arithmetic is what is judged.
-STEP_PREFIXES: tuple[tuple[str, ...], tuple[str, ...]] = (("", "First, "), ("", "Then ", "So ", "Now "))
+# Wording styles of a solution: (prefix of its first step, prefix of every later step). A solution keeps
+# one style throughout, and its first line tells which; only the arithmetic is judged.
+STEP_STYLES: tuple[tuple[str, str], ...] = (("", ""), ("First, ", "Then "), ("We get ", "So "), ("Start with ", "Now "))
 
 
 @dataclass(frozen=True)
@@ -156,14 +157,12 @@ def render_question(rng: random.Random, start: int, steps: list[Step]) -> str:
 def render_solution(steps: list[Step], rng: random.Random | None = None) -> str:
     """The reference solution: one ``a op b = c`` line per step, then ``The answer is c``.
 
-    With ``rng``, each step line gets a connective drawn from ``STEP_PREFIXES`` (``Then 23 + 45 = 68``),
-    so that solutions to the same problem can be worded differently while their arithmetic is the same;
-    without it, the bare equations.
+    With ``rng``, the solution is worded in a style drawn from ``STEP_STYLES`` (``First, 23 + 45 = 68``,
+    ``Then 68 - 12 = 56``), so that solutions to the same problem can be worded differently while their
+    arithmetic is the same; without it, the bare equations.
     """
-    lines = []
-    for i, step in enumerate(steps):
-        prefix = rng.choice(STEP_PREFIXES[0] if i == 0 else STEP_PREFIXES[1]) if rng is not None else ""
-        lines.append(prefix + step.line())
+    first, rest = rng.choice(STEP_STYLES) if rng is not None else STEP_STYLES[0]
+    lines = [(first if i == 0 else rest) + step.line() for i, step in enumerate(steps)]
     return "\n".join([*lines, answer_line(steps[-1].result)])
 
 

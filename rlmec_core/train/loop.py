@@ -49,6 +49,7 @@ class TrainSettings:
     checkpoint_every: int = 100  # optimizer steps; 0 disables mid-run checkpoints
     keep_checkpoints: int = 1
     log_every: int = 10
+    loss_normalization: str = "token"  # SFT losses: "token" (mean over target tokens) or "example"
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1:
@@ -310,5 +311,7 @@ def train(
         state_dict = accelerator.get_state_dict(model)
         if accelerator.is_main_process:
             save_fn(accelerator.unwrap_model(model), state_dict, result)
+            for ckpt in checkpoint_dir.glob("step-*"):  # the result is saved: nothing left to resume
+                shutil.rmtree(ckpt, ignore_errors=True)
         accelerator.wait_for_everyone()
     return result

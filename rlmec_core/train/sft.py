@@ -71,11 +71,16 @@ class SFTCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def sft_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean next-token cross-entropy over target positions (``labels != IGNORE_INDEX``).
+def sft_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], normalization: str = "token"
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Next-token cross-entropy over target positions (``labels != IGNORE_INDEX``).
 
     Shapes: ``input_ids``, ``attention_mask``, ``labels`` [B, T]; logits [B, T, V] are shifted by one so
-    that position t predicts token t+1. Returns ``(loss, {"target_tokens": n, "token_acc": acc})``.
+    that position t predicts token t+1. ``normalization``: ``"token"`` = the mean over all target tokens
+    of the batch (the usual SFT loss); ``"example"`` = the mean over examples of each example's mean, so
+    that a short target (a step label) weighs as much as a long one (a whole rewrite).
+    Returns ``(loss, {"target_tokens": n, "token_acc": acc})``.
     """
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     shift_logits = logits[:, :-1].float()
@@ -84,8 +89,14 @@ def sft_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[to
     n = int(mask.sum())
     if n == 0:
         raise ValueError("batch has no target tokens")
-    loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum") / n
+    nll = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
+    if normalization == "token":
+        loss = nll.sum() / n
+    elif normalization == "example":
+        per_example = nll.sum(1) / mask.sum(1).clamp_min(1)
+        loss = per_example[mask.any(1)].mean()
+    else:
+        raise ValueError(f"normalization must be 'token' or 'example', got {normalization!r}")
     with torch.no_grad():
         acc = float(((shift_logits.argmax(-1) == shift_labels) & mask).sum()) / n
     return loss, {"target_tokens": float(n), "token_acc": acc}

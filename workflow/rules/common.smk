@@ -57,7 +57,12 @@ def eval_metrics(policy):
 
 
 def final_targets():
-    return [*eval_metrics("sft"), f"{RESULTS}/teacher/rewrites.parquet"]
+    return [
+        *eval_metrics("sft"),
+        f"{RESULTS}/teacher/rewrites.parquet",
+        f"{RESULTS}/grm/quality.json",
+        f"{RESULTS}/grm/rewrites.parquet",
+    ]
 
 
 def print_summary():

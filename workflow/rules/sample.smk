@@ -1,6 +1,7 @@
-# Solutions sampled from a policy. Draws: "teacher" (the samples the teacher rewrites).
+# Solutions sampled from a policy. Draws (config sample.draws): "teacher" (rewritten by the teacher) and
+# "rl" (rewritten by the GRM, labelled and used for the RL update).
 SAMPLE = config["sample"]
-DRAW_SEEDS = {"teacher": 1}  # added to the run's seed, so that every draw is reproducible and distinct
+DRAW_SEEDS = {"teacher": 1, "rl": 2}  # added to the run's seed: every draw reproducible and distinct
 
 
 rule sample:
@@ -13,7 +14,8 @@ rule sample:
         model=lambda wc: policy_dir(wc.policy),
         adapter=TASK["adapter"],
         prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
-        sample=canonical({k: v for k, v in SAMPLE.items() if k != "split"}),
+        sample=canonical({k: v for k, v in SAMPLE.items() if k not in ("split", "draws")}),
+        draw=lambda wc: canonical(SAMPLE["draws"][wc.draw]),
         seed=lambda wc: config["seed"] + DRAW_SEEDS[wc.draw],
         engine=canonical(config["engine"]),
     wildcard_constraints:

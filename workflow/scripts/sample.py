@@ -18,7 +18,8 @@ def main(smk) -> None:
             settings=SampleSettings(n=s["n"], temperature=s["temperature"], top_p=s["top_p"],
                                     max_new_tokens=s["max_new_tokens"], seed=smk.params.seed),
             engine=engine_settings(smk.params.engine),
-            limit=s["problems"],
+            first=smk.params.draw["first"],
+            limit=smk.params.draw["problems"],
         )
 
 
