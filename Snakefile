@@ -18,6 +18,9 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/grm.smk"
+include: "workflow/rules/label.smk"
+include: "workflow/rules/rl.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -7,6 +7,10 @@
     rlmec evaluate --model DIR --data PARQUET --out DIR
     rlmec teacher --samples S.parquet --problems P.parquet --tokenizer DIR --out DIR [--backend openai ...]
     rlmec grm {data,train,eval,rewrite} ... --out DIR
+    rlmec label --grm DIR --policy DIR --samples S.parquet --rewrites R.parquet --out DIR
+    rlmec rl --labels token_rewards.parquet --policy DIR --out DIR
+    rlmec inspect PARQUET [--row N | --id ID] [--no-color]
+    rlmec report --run-dir results/<run> --out DIR
 
 ``rlmec <command> --help`` documents each. Settings not given as flags come from ``--config`` (validated
 against config/schema.yaml) or, without it, from the schema's defaults.
@@ -200,6 +204,74 @@ def cmd_grm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    from rlmec_core.stages.label import label_samples
+
+    cfg = _config(args.config)
+    out = Path(args.out)
+    engine = _engine(cfg, args)
+    result = label_samples(args.grm, args.policy, args.samples, args.rewrites, out / "token_rewards.parquet",
+                           out / "metrics.json", adapter_name=cfg["task"]["adapter"], grm_cfg=cfg["grm"],
+                           label_cfg=cfg["label"], engine=engine, trust_remote_code=engine.trust_remote_code)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_rl(args: argparse.Namespace) -> int:
+    from rlmec_core.stages.rl import rl_update
+
+    cfg = _config(args.config)
+    out = Path(args.out)
+    result = rl_update(args.labels, args.policy, out, rl_cfg=cfg["rl"], seed=cfg["seed"],
+                       checkpoint_dir=args.checkpoint_dir or out.parent / f".{out.name}.checkpoints",
+                       metrics_path=out.parent / f"{out.name}.train_metrics.jsonl",
+                       trust_remote_code=cfg["engine"]["trust_remote_code"])
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from rlmec_core.inspect import inspect_parquet
+
+    color = sys.stdout.isatty() if args.color is None else args.color
+    print(inspect_parquet(args.parquet, row=args.row, sample_id=args.id, color=color))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rlmec_core.report import build_report, find_run_inputs
+
+    run_dir = Path(args.run_dir)
+    label: dict[str, Any] = {}
+    splits: list[str] = ["validation", "test"]
+    if args.config:
+        cfg = _config(args.config)
+        label = cfg.get("label") or {}
+        splits = list(cfg["evaluate"]["splits"])
+    found = find_run_inputs(run_dir, splits=splits)
+    for path in found.missing:
+        log.warning("report: %s not found, left out", path)
+    out = Path(args.out)
+    result = build_report(
+        eval_metrics=found.eval_metrics,
+        grm_quality=found.grm_quality,
+        stage_metrics=found.stage_metrics,
+        train_logs=found.train_logs,
+        token_rewards=found.token_rewards,
+        out_html=out / "report.html",
+        out_md=out / "summary.md",
+        fig_dir=out / "report_figures",
+        title=args.title or f"RLMEC run '{run_dir.resolve().name}'",
+        n_examples=args.examples,
+        seed=args.seed,
+        pos_clip=label.get("pos_clip", (0.0, 0.5)),
+        neg_clip=label.get("neg_clip", (-0.1, 0.0)),
+        kept_weight=label.get("kept_weight"),
+    )
+    print(f"wrote {result['html']}, {result['md']} and {len(result['figures'])} figure(s) in {out / 'report_figures'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlmec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -263,6 +335,24 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--backend", choices=["auto", "vllm", "hf"], help="override engine.backend")
         p.set_defaults(func=cmd_grm)
 
+    lab = sub.add_parser("label", help="token rewards, old log-probs and imitation targets (token_rewards.parquet)")
+    lab.add_argument("--grm", required=True, help="trained GRM directory")
+    lab.add_argument("--policy", required=True, help="the sampling policy's directory")
+    lab.add_argument("--samples", required=True, help="the samples the rewrites were made from (schema SAMPLES)")
+    lab.add_argument("--rewrites", required=True, help="rewrites of those samples (schema REWRITES)")
+    lab.add_argument("--out", required=True, help="output directory")
+    lab.add_argument("--config", help="run config (default: schema defaults)")
+    lab.add_argument("--backend", choices=["auto", "vllm", "hf"], help="override engine.backend")
+    lab.set_defaults(func=cmd_label)
+
+    rlp = sub.add_parser("rl", help="the RLMEC policy update on a token_rewards.parquet (resumable)")
+    rlp.add_argument("--labels", required=True, help="token_rewards.parquet from `rlmec label`")
+    rlp.add_argument("--policy", required=True, help="the sampling policy's directory (the starting point)")
+    rlp.add_argument("--out", required=True, help="output model directory")
+    rlp.add_argument("--checkpoint-dir", help="where resumable checkpoints go (default: beside --out)")
+    rlp.add_argument("--config", help="run config (default: schema defaults)")
+    rlp.set_defaults(func=cmd_rl)
+
     for name, func, helptext in (
         ("sample", cmd_sample, "sample solutions from a policy and judge them"),
         ("evaluate", cmd_evaluate, "greedy-decode a problem table and report accuracy with a confidence interval"),
@@ -282,6 +372,25 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--top-p", type=float, default=0.95)
             p.add_argument("--seed", type=int, default=0)
         p.set_defaults(func=func)
+
+    ins = sub.add_parser("inspect", help="show a Parquet artefact; a token_rewards row with tokens coloured by reward")
+    ins.add_argument("parquet", help="any Parquet file of the pipeline (or another)")
+    which = ins.add_mutually_exclusive_group()
+    which.add_argument("--row", type=int, help="0-based row to show (negative: from the end)")
+    which.add_argument("--id", help="show the row with this sample_id / example_id / id")
+    ins.add_argument("--color", dest="color", action="store_true", default=None, help="ANSI colours (default: on a TTY)")
+    ins.add_argument("--no-color", dest="color", action="store_false", default=None, help="plain text, [token|r=-0.08] markers")
+    ins.set_defaults(func=cmd_inspect)
+
+    rep = sub.add_parser("report", help="report.html + summary.md + training curves of a run directory")
+    rep.add_argument("--run-dir", required=True, help="results/<run> (the standard files found there are used)")
+    rep.add_argument("--out", required=True, help="output directory (report.html, summary.md, report_figures/)")
+    rep.add_argument("--config", help="run config: evaluation splits, label clip ranges and kept weight (default: validation and "
+                     "test, the published clip ranges, kept weight inferred from the correct rows)")
+    rep.add_argument("--title", help="report heading (default: RLMEC run '<run dir name>')")
+    rep.add_argument("--examples", type=int, default=10, help="example solutions to show (default 10)")
+    rep.add_argument("--seed", type=int, default=0, help="seed of the example draw (default 0)")
+    rep.set_defaults(func=cmd_report)
     return parser
 
 

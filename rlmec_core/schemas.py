@@ -112,11 +112,43 @@ GRM_DATA = pa.schema(
     metadata={"artifact": "results/<run>/grm/data.parquet"},
 )
 
+TOKEN_REWARDS = pa.schema(
+    [
+        _f("sample_id", pa.string(), "The labelled sample (first sample with this prediction, as in the rewrites file)."),
+        _f("problem_id", pa.string(), "Id of the problem."),
+        _f("question", pa.string(), "The problem text."),
+        _f("reference_solution", pa.string(), "The gold solution."),
+        _f("gold_answer", pa.string(), "The problem's gold answer."),
+        _f("prompt", pa.string(), "The policy's prompt text (task template applied)."),
+        _f("prompt_ids", pa.list_(pa.int32()), "Policy token ids of the prompt (BOS included when the tokenizer adds one)."),
+        _f("prediction", pa.string(), "The sampled solution `y`."),
+        _f("correct", pa.bool_(), "Whether `y` reaches the gold answer (its rewards are then >= 0, else <= 0)."),
+        _f("error_step", pa.int32(), "First wrong step of `y` found by the rewriter (-1 for a correct `y`).", nullable=True),
+        _f("rewrite", pa.string(), "The imitation target `z` as text (`y` itself for a correct `y`)."),
+        _f("rewrite_source", pa.string(), "Who wrote `z`: `grm`, a teacher backend, or `passthrough` (correct `y`)."),
+        _f("token_ids", pa.list_(pa.int32()), "Token ids of `y` as sampled, plus EOS when the sample stopped by itself."),
+        _f("tokens", pa.list_(pa.string()), "Each token of `y` decoded on its own (joined they give `y`)."),
+        _f("grm_probs", pa.list_(pa.float32()), "p_t = P_GRM(y_t | rewrite prompt, y_<t), teacher-forced."),
+        _f("rewards", pa.list_(pa.float32()), "r_t = clip(p_t - 0.5, label.pos_clip) for a correct `y`, "
+           "clip(p_t - 0.5, label.neg_clip) for an incorrect one."),
+        _f("old_logprobs", pa.list_(pa.float32()), "log pi_old(y_t | x, y_<t) from a forward pass of the sampling policy."),
+        _f("step_rewards", pa.list_(pa.float32()), "Sum of `rewards` over each step (line) of `y`, for inspection."),
+        _f("imitation_ids", pa.list_(pa.int32()), "Token ids of `z` (plus EOS): the imitation target."),
+        _f("imitation_tokens", pa.list_(pa.string()), "Each token of `z` decoded on its own."),
+        _f("imitation_weights", pa.list_(pa.float32()), "w_j: label.changed_weight where the minimum-edit alignment "
+           "inserts or substitutes z_j, label.kept_weight where z_j is kept from `y`."),
+        _f("edit_distance", pa.int32(), "Token Levenshtein distance d(y, z)."),
+        _f("edit_ratio", pa.float32(), "d(y, z) / max(|y|, |z|)."),
+    ],
+    metadata={"artifact": "results/<run>/label/token_rewards.parquet"},
+)
+
 ALL_SCHEMAS: dict[str, pa.Schema] = {
     "problems": PROBLEMS,
     "samples": SAMPLES,
     "rewrites": REWRITES,
     "grm_data": GRM_DATA,
+    "token_rewards": TOKEN_REWARDS,
 }
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from rlmec_core.schemas import GRM_DATA, PROBLEMS, REWRITES, SAMPLES
+from rlmec_core.schemas import GRM_DATA, PROBLEMS, REWRITES, SAMPLES, TOKEN_REWARDS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -76,8 +76,24 @@ def test_smoke_pipeline_produces_every_artifact(smoke_run):
     grm_rewrites = pq.read_table(grm / "rewrites.parquet")
     assert grm_rewrites.schema.equals(REWRITES)
     assert set(grm_rewrites.column("teacher_backend").to_pylist()) <= {"grm", "passthrough"}
+    labels = pq.read_table(work / "results" / "smoke" / "label" / "token_rewards.parquet")
+    assert labels.schema.equals(TOKEN_REWARDS) and labels.num_rows > 0
+    label_metrics = json.loads((work / "results" / "smoke" / "label" / "metrics.json").read_text())
+    assert label_metrics["labelled"] == labels.num_rows
+    assert set(labels.column("rewrite_source").to_pylist()) <= {"grm", "passthrough"}
+    rl_model = work / "results" / "smoke" / "policy" / "rlmec"
+    assert (rl_model / "model.safetensors").exists()
+    rl_log = [json.loads(x) for x in (work / "results" / "smoke" / "train_logs" / "rl.jsonl").read_text().splitlines()]
+    assert rl_log and {"loss_rl", "loss_ir", "clip_frac", "approx_kl", "grad_norm"} <= set(rl_log[-1])
+    rl_eval = json.loads((work / "results" / "smoke" / "eval" / "rlmec" / "test" / "metrics.json").read_text())
+    assert rl_eval["total"] == 60
+    html = (work / "results" / "smoke" / "report.html").read_text()
+    assert "RLMEC" in html and f"{100 * rl_eval['accuracy']:.1f}" in html
+    assert (work / "results" / "smoke" / "summary.md").exists()
+    assert list((work / "results" / "smoke" / "report_figures").glob("*.png"))
     for rule in ("data", "policy_bootstrap", "evaluate/sft_test", "sample/sft_teacher", "teacher", "grm_data",
-                 "grm_train", "grm_eval", "grm_rewrite", "sample/sft_rl"):
+                 "grm_train", "grm_eval", "grm_rewrite", "sample/sft_rl", "label", "rl", "evaluate/rlmec_test",
+                 "report"):
         assert (work / "results" / "smoke" / "logs" / f"{rule}.log").stat().st_size > 0
         assert (work / "results" / "smoke" / "benchmarks" / f"{rule}.tsv").exists()
     assert "greedy accuracy" in proc.stdout + proc.stderr  # the onsuccess summary
@@ -98,4 +114,34 @@ def test_changing_an_evaluation_setting_reruns_only_evaluation(smoke_run):
     (work / "changed.yaml").write_text(yaml.safe_dump(cfg))
     proc = snakemake(work, "--configfile", "changed.yaml", "-n")
     assert proc.returncode == 0, proc.stderr
-    assert planned_jobs(proc.stdout + proc.stderr) == {"evaluate": 1}
+    assert planned_jobs(proc.stdout + proc.stderr) == {"evaluate": 2, "report": 1}  # sft and rlmec
+
+
+@pytest.mark.parametrize("key, value", [("clip_eps", 0.2), ("imitation_coef", 0.5), ("ratio_form", "ppo")])
+def test_changing_an_rl_setting_reruns_only_rl_evaluate_and_report(smoke_run, key, value):
+    work, _ = smoke_run
+    cfg = yaml.safe_load((work / "config" / "smoke.yaml").read_text())
+    cfg.setdefault("rl", {})[key] = value
+    (work / "changed_rl.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work, "--configfile", "changed_rl.yaml", "-n")
+    assert proc.returncode == 0, proc.stderr
+    assert planned_jobs(proc.stdout + proc.stderr) == {"rl": 1, "evaluate": 1, "report": 1}
+
+
+def test_changing_a_label_setting_reruns_from_label(smoke_run):
+    work, _ = smoke_run
+    cfg = yaml.safe_load((work / "config" / "smoke.yaml").read_text())
+    cfg["label"] = {"neg_clip": [-0.2, 0.0]}
+    (work / "changed_label.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work, "--configfile", "changed_label.yaml", "-n")
+    assert proc.returncode == 0, proc.stderr
+    assert planned_jobs(proc.stdout + proc.stderr) == {"label": 1, "rl": 1, "evaluate": 1, "report": 1}
+
+
+def test_inspect_a_labelled_sample_of_the_run(smoke_run):
+    work, _ = smoke_run
+    proc = subprocess.run([str(BIN / "rlmec"), "inspect", "results/smoke/label/token_rewards.parquet", "--row", "0",
+                           "--no-color"], cwd=work, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    first = pq.read_table(work / "results" / "smoke" / "label" / "token_rewards.parquet").slice(0, 1).to_pylist()[0]
+    assert first["sample_id"] in proc.stdout

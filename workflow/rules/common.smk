@@ -59,9 +59,9 @@ def eval_metrics(policy):
 def final_targets():
     return [
         *eval_metrics("sft"),
-        f"{RESULTS}/teacher/rewrites.parquet",
+        *eval_metrics("rlmec"),
         f"{RESULTS}/grm/quality.json",
-        f"{RESULTS}/grm/rewrites.parquet",
+        f"{RESULTS}/report.html",
     ]
 
 

@@ -1,0 +1,104 @@
+"""Stage ``rl`` (RLMEC.md stage 6): the policy update with ``rlmec_loss`` on ``token_rewards.parquet``.
+
+Starts from the sampling policy (``pi_old``; the labels' old log-probs come from it), trains with the
+token-level clipped objective plus the imitation regulariser, logs per-step loss parts, clip fraction,
+approximate KL to the old policy and gradient norm to a JSONL, resumes from checkpoints kept outside
+the declared output, and writes an HF ``save_pretrained`` directory with a model card.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlmec_core.errors import DataError
+from rlmec_core.io import atomic_path, read_parquet
+from rlmec_core.losses import RATIO_FORMS
+from rlmec_core.sampling import load_tokenizer
+from rlmec_core.schemas import TOKEN_REWARDS
+from rlmec_core.stages.policy import MODEL_CARD, train_settings
+from rlmec_core.train.loop import TrainResult, train
+from rlmec_core.train.rl import RLCollator, RLExample, count_rl_tokens, rl_batch_loss
+
+log = logging.getLogger(__name__)
+
+
+def load_rl_examples(path: str | Path) -> list[RLExample]:
+    """The labelled samples of a ``token_rewards.parquet`` as training examples (file order)."""
+    table = read_parquet(path, TOKEN_REWARDS)
+    cols = ["sample_id", "prompt_ids", "token_ids", "rewards", "old_logprobs", "imitation_ids", "imitation_weights"]
+    out = []
+    for i, r in enumerate(table.select(cols).to_pylist()):
+        values = r["rewards"] + r["old_logprobs"] + r["imitation_weights"]
+        if any(v is None or v != v or v in (float("inf"), float("-inf")) for v in values):
+            raise DataError(f"{path}: row {i} (sample {r['sample_id']!r}) has a NaN, infinite or null value in "
+                            "rewards, old_logprobs or imitation_weights")
+        if not r["imitation_ids"]:
+            raise DataError(f"{path}: row {i} (sample {r['sample_id']!r}) has an empty imitation target")
+        try:
+            out.append(RLExample(r["prompt_ids"], r["token_ids"], r["rewards"], r["old_logprobs"], r["imitation_ids"],
+                                 r["imitation_weights"]))
+        except ValueError as exc:
+            raise DataError(f"{path}: row {i} (sample {r['sample_id']!r}): {exc}") from None
+    if not out:
+        raise DataError(f"{path}: no labelled samples to train on")
+    return out
+
+
+def rl_update(
+    labels_path: str | Path,
+    policy_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    rl_cfg: Mapping[str, Any],
+    seed: int,
+    checkpoint_dir: str | Path,
+    metrics_path: str | Path,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Train ``policy_dir`` on ``labels_path`` with ``rlmec_loss``; write the updated policy to ``out_dir``."""
+    from transformers import AutoModelForCausalLM
+
+    if rl_cfg["ratio_form"] not in RATIO_FORMS:
+        raise DataError(f"rl.ratio_form={rl_cfg['ratio_form']!r}: expected one of {sorted(RATIO_FORMS)}")
+    examples = load_rl_examples(labels_path)
+    tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)
+    settings = train_settings(rl_cfg["train"], seed)
+    dtype = torch.bfloat16 if settings.mixed_precision == "bf16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(policy_dir), dtype=dtype, trust_remote_code=trust_remote_code,
+                                                 use_safetensors=True)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    top = max(max(e.prompt_ids + e.token_ids + e.imitation_ids) for e in examples)
+    if top >= vocab:
+        raise DataError(f"{labels_path}: token id {top} is outside the vocabulary of {policy_dir} ({vocab}); "
+                        "were the labels made with another policy?")
+    card: dict[str, Any] = {"stage": "rl", "init_model": str(policy_dir), "labels": str(labels_path),
+                            "train_examples": len(examples), "train": asdict(settings),
+                            **{k: rl_cfg[k] for k in ("clip_eps", "imitation_coef", "ratio_form")}}
+    parent = Path(policy_dir) / MODEL_CARD
+    if parent.exists():  # keep what the evaluator needs (the prompt template) from the starting policy
+        card["prompt_template"] = json.loads(parent.read_text()).get("prompt_template")
+
+    def save(unwrapped: torch.nn.Module, state_dict: dict[str, torch.Tensor], result: TrainResult) -> None:
+        card.update(asdict(result))
+        with atomic_path(out_dir) as tmp:
+            unwrapped.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp))
+            (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+
+    loss_fn = functools.partial(rl_batch_loss, clip_eps=rl_cfg["clip_eps"], imitation_coef=rl_cfg["imitation_coef"],
+                                ratio_form=rl_cfg["ratio_form"])
+    log.info("RLMEC update of %s on %d samples (%s ratio, eps %.2f, lambda %.2f): %s", policy_dir, len(examples),
+             rl_cfg["ratio_form"], rl_cfg["clip_eps"], rl_cfg["imitation_coef"], settings)
+    result = train(model, examples, RLCollator(tokenizer.pad_token_id), loss_fn, settings,
+                   checkpoint_dir=checkpoint_dir, metrics_path=metrics_path, count_tokens=count_rl_tokens,
+                   description="rlmec", save_fn=save)
+    log.info("RLMEC policy saved to %s: %d steps, %.0f s", out_dir, result.steps, result.wall_seconds)
+    return card

@@ -1,0 +1,296 @@
+"""The run report (rlmec_core.report): HTML/Markdown content, colours, escaping, figures, errors."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from rlmec_core.cli import main as cli_main
+from rlmec_core.errors import DataError
+from rlmec_core.io import write_parquet
+from rlmec_core.report import build_report, eval_paths_by_policy, find_run_inputs, select_examples
+from rlmec_core.rewards import step_reward_sums, token_rewards
+from rlmec_core.schemas import TOKEN_REWARDS
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _row(sample_id: str, tokens: list[str], probs: list[float], correct: bool, z_tokens: list[str],
+         z_weights: list[float], error_step: int, question: str) -> dict[str, Any]:
+    rewards = token_rewards(probs, correct)
+    return {
+        "sample_id": sample_id,
+        "problem_id": sample_id.split("#")[0],
+        "question": question,
+        "reference_solution": "7 & 2 = 14\nThe answer is 14",
+        "gold_answer": "14",
+        "prompt": f"Q: {question}\nA:",
+        "prompt_ids": [1, 5, 6],
+        "prediction": "".join(tokens),
+        "correct": correct,
+        "error_step": error_step,
+        "rewrite": "".join(z_tokens),
+        "rewrite_source": "passthrough" if correct else "grm",
+        "token_ids": list(range(10, 10 + len(tokens))),
+        "tokens": tokens,
+        "grm_probs": probs,
+        "rewards": rewards,
+        "old_logprobs": [-0.5] * len(tokens),
+        "step_rewards": step_reward_sums(tokens, rewards),
+        "imitation_ids": list(range(50, 50 + len(z_tokens))),
+        "imitation_tokens": z_tokens,
+        "imitation_weights": z_weights,
+        "edit_distance": sum(w > 0.5 for w in z_weights),
+        "edit_ratio": sum(w > 0.5 for w in z_weights) / max(len(tokens), len(z_tokens)),
+    }
+
+
+def token_reward_rows() -> list[dict[str, Any]]:
+    """Five labelled samples (3 incorrect, 2 correct) whose tokens hold ``<``, ``&`` and newlines."""
+    q = "Is 5 < 7 & what is 7 & 2? <script>alert(1)</script>"
+    wrong_y = ["5", " <", " 7", "\n", "7", " &", " 2", " =", " 9", "\n", "The answer is", " 9"]
+    wrong_p = [0.9, 0.8, 0.95, 0.99, 0.9, 0.7, 0.6, 0.5, 0.4, 0.9, 0.97, 0.2]
+    z = ["5", " <", " 7", "\n", "7", " &", " 2", " =", " 14", "\n", "The answer is", " 14"]
+    zw = [0.5] * 8 + [1.0, 0.5, 0.5, 1.0]
+    right_y = ["<b>", "7", " & 2", " = 14", "\n", "The answer is", " 14"]
+    right_p = [0.55, 0.9, 0.99, 0.8, 0.6, 0.99, 0.7]
+    return [
+        _row("p0#0", wrong_y, wrong_p, False, z, zw, 1, q),
+        _row("p1#0", right_y, right_p, True, right_y, [0.5] * len(right_y), -1, "What is 7 & 2?"),
+        _row("p2#3", ["7 & 2 = 15\n", "The answer is 15"], [0.35, 0.45], False,
+             ["7 & 2 = 14\n", "The answer is 14"], [1.0, 1.0], 0, "Seven & two?"),
+        _row("p3#1", ["14"], [0.8], True, ["14"], [0.5], -1, "Plain"),
+        _row("p4#2", ["x <", " y\n", "\n", "The answer is 1"], [0.49, 0.3, 0.5, 0.0], False,
+             ["x <", " z\n", "\n", "The answer is 14"], [0.5, 1.0, 0.5, 1.0], 0, "Line\nbreaks & <tags>"),
+    ]
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+EVALS = {
+    ("sft", "validation"): (0.35, 0.26, 0.45, 35, 100),
+    ("sft", "test"): (0.40, 0.30, 0.50, 40, 100),
+    ("rlmec", "validation"): (0.38, 0.29, 0.48, 38, 100),
+    ("rlmec", "test"): (0.62, 0.52, 0.71, 62, 100),
+}
+
+
+def make_run(root: Path, rows: list[dict[str, Any]] | None = None) -> Path:
+    """A fake results/<run>/ with every file the report reads."""
+    run = root / "results" / "fake"
+    for (policy, split), (acc, lo, hi, k, n) in EVALS.items():
+        write_json(run / "eval" / policy / split / "metrics.json",
+                   {"accuracy": acc, "ci_low": lo, "ci_high": hi, "correct": k, "total": n, "backend": "hf",
+                    "confidence": 0.95})
+    write_json(run / "grm" / "quality.json",
+               {"error_step_accuracy": 0.8125, "rewrite_exact_match": 0.5, "rewrite_answer_correct": 0.9,
+                "rewrite_mean_edit_ratio": 0.12, "token_flag_precision": 0.7, "token_flag_recall": 0.6,
+                "token_flag_f1": 0.646, "correct_tokens_flagged": 0.03, "token_flag_recall_first_error_step": None,
+                "validation_wrong": 16, "validation_correct": 9})
+    write_json(run / "teacher" / "metrics.json", {"statuses": {"ok": 12, "parse_error": 1}, "mean_edit_ratio": 0.2})
+    write_json(run / "grm" / "rewrites_metrics.json", {"kept": 30, "mean_edit_ratio": 0.15})
+    write_json(run / "label" / "metrics.json", {"rows": 5, "reward": {"mean_neg": -0.04, "mean_pos": 0.31}})
+    steps = range(10, 60, 10)
+    write_jsonl(run / "train_logs" / "policy_sft.jsonl",
+                [{"step": s, "loss": 3.0 / s, "lr": 1e-3, "grad_norm": 1.0} for s in steps])
+    write_jsonl(run / "train_logs" / "grm.jsonl", [{"step": s, "loss": 2.0 / s, "lr": 2e-5} for s in steps])
+    write_jsonl(run / "train_logs" / "rl.jsonl",
+                [{"step": s, "loss": 1.0 / s, "lr": 5e-6, "loss_rl": 0.1 / s, "loss_ir": 0.9 / s,
+                  "clip_frac": 0.01 * s, "ratio_mean": 1.0, "approx_kl": 1e-4 * s, "grad_norm": None} for s in steps])
+    table = pa.Table.from_pylist(token_reward_rows() if rows is None else rows, schema=TOKEN_REWARDS)
+    write_parquet(table, run / "label" / "token_rewards.parquet", TOKEN_REWARDS)
+    return run
+
+
+def report_args(run: Path, out: Path, **overrides: Any) -> dict[str, Any]:
+    found = find_run_inputs(run)
+    assert not found.missing
+    args: dict[str, Any] = dict(
+        eval_metrics=found.eval_metrics, grm_quality=found.grm_quality, stage_metrics=found.stage_metrics,
+        train_logs=found.train_logs, token_rewards=found.token_rewards, out_html=out / "report.html",
+        out_md=out / "summary.md", fig_dir=out / "figures", title="Fake <run> & co", n_examples=10, seed=0,
+    )
+    args.update(overrides)
+    return args
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    return make_run(tmp_path)
+
+
+SPAN = re.compile(r'<span class="(tok[^"]*)"(?: style="background:rgba\((\d+),(\d+),(\d+),([\d.]+)\)")? '
+                  r'title="p_t=([\d.]+) r_t=([+-][\d.]+)">(.*?)</span>', re.S)
+
+
+def test_report_content(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = build_report(**report_args(run, out))
+    page = (out / "report.html").read_text()
+    md = (out / "summary.md").read_text()
+
+    # (a) accuracy with CIs, difference and verdict
+    for text in (html.unescape(page), md):
+        assert "40.0% [30.0%, 50.0%] (40/100)" in text
+        assert "62.0% [52.0%, 71.0%] (62/100)" in text
+        assert "+22.0 pp" in text and "+3.0 pp" in text
+        assert "On test, RLMEC's accuracy (62.0%) is above SFT's 95% interval [30.0%, 50.0%]." in text
+        assert "On validation, RLMEC's accuracy (38.0%) is not above SFT's 95% interval" in text
+        # (b) GRM quality and (c) stage metrics, nested keys flattened
+        assert "error_step_accuracy" in text and "0.8125" in text
+        assert "statuses.parse_error" in text and "reward.mean_neg" in text
+    assert result["verdict"] == {"test": "above", "validation": "within"}
+    assert result["accuracy"]["rlmec"]["test"]["accuracy"] == 0.62
+    assert result["n_labelled"] == 5
+
+    # (e) exactly min(10, rows) examples, a mix of both kinds
+    assert page.count('class="example"') == 5
+    assert len(re.findall(r"^### \d+\. ", md, re.M)) == 5
+    assert sorted(result["examples"]) == sorted(r["sample_id"] for r in token_reward_rows())
+    assert page.count("badge ok") == 2 and page.count("badge bad") == 3
+
+    # escaping: no raw token or question markup reaches the page; newlines become <br>
+    assert "<script>" not in page and "<b>" not in page and "<tags>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;" in page
+    assert "Fake &lt;run&gt; &amp; co" in page
+    assert 'title="p_t=0.550 r_t=+0.050">&lt;b&gt;</span>' in page
+    assert '<span class="tok" title="p_t=0.990 r_t=+0.000"><br></span>' in page
+    assert 'r_t=-0.100"> 9</span>' in page
+
+    # colours follow the reward sign, intensity its size relative to the clip range
+    spans = SPAN.findall(page)
+    assert len(spans) == sum(len(r["tokens"]) for r in token_reward_rows())
+    seen = set()
+    for cls, r_, g, b, alpha, _p, reward, _tok in spans:
+        r_t = float(reward)
+        if r_t < 0:
+            assert cls == "tok neg" and (r_, g, b) == ("220", "38", "38")
+            seen.add("neg")
+        elif r_t > 0:
+            assert cls == "tok pos" and (r_, g, b) == ("22", "163", "74")
+            seen.add("pos")
+        else:
+            assert cls == "tok" and not alpha
+        if r_t == -0.1:
+            assert float(alpha) == pytest.approx(0.90)
+    assert seen == {"neg", "pos"}
+
+    # the rewrite's edited tokens (weight above the row minimum) are highlighted
+    assert '<span class="tok edit" title="w=1"> 14</span>' in page
+    assert '<span class="tok" title="w=0.5"> 2</span>' in page
+    assert "[9|r=-0.10]" in md and "{+14+}" in md
+    # a rewrite that changed every token: all edited (the kept weight 0.5 comes from the correct rows)
+    assert "{+7 & 2 = 14+}\n{+The answer is 14+}" in md
+    assert '<span class="tok edit" title="w=1">7 &amp; 2 = 14<br></span>' in page
+
+    # per-step sums beside each step, first error step marked
+    sums = step_reward_sums(token_reward_rows()[0]["tokens"], token_reward_rows()[0]["rewards"])
+    assert f"<td>7 &amp; 2 = 9</td><td class=num>{sums[1]:+.3f}</td>" in page
+    assert f"| [1] ← first error | 7 &amp; 2 = 9 | {sums[1]:+.3f} |" in md
+    assert "# Fake &lt;run&gt; &amp; co" in md and "| [0] | &lt;b&gt;7 &amp; 2 = 14 |" in md
+
+    # (d) one valid PNG per log, embedded in the HTML and linked relative to the Markdown
+    pngs = sorted(p.name for p in (out / "figures").iterdir())
+    assert pngs == ["grm.png", "policy_sft.png", "rl.png"]
+    for name in pngs:
+        data = (out / "figures" / name).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) > 5000
+    assert page.count('src="data:image/png;base64,iVBORw0KGgo') == 3
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (out / link).is_file()
+    assert "loss_ir" in page and "clip_frac" in page and "approx_kl" in page
+
+
+def test_report_is_deterministic_and_respects_n_examples(run: Path, tmp_path: Path) -> None:
+    a = build_report(**report_args(run, tmp_path / "a", n_examples=3, seed=5))
+    b = build_report(**report_args(run, tmp_path / "b", n_examples=3, seed=5))
+    assert a["examples"] == b["examples"] and len(a["examples"]) == 3
+    assert (tmp_path / "a" / "report.html").read_text() == (tmp_path / "b" / "report.html").read_text()
+    assert (tmp_path / "a" / "report.html").read_text().count('class="example"') == 3
+    build_report(**report_args(run, tmp_path / "c", n_examples=3, seed=5, kept_weight=0.5))  # as inferred
+    assert (tmp_path / "c" / "report.html").read_text() == (tmp_path / "a" / "report.html").read_text()
+
+
+def test_select_examples_mixes_correct_and_incorrect() -> None:
+    flags = [i % 4 == 0 for i in range(20)]  # 5 correct, 15 incorrect
+    chosen = select_examples(flags, 10, seed=1)
+    assert len(chosen) == 10 == len(set(chosen)) and chosen == sorted(chosen)
+    assert sum(not flags[i] for i in chosen) == 5
+    assert select_examples(flags, 10, seed=1) == chosen
+    assert len(select_examples([True] * 3, 10, seed=0)) == 3
+    few_right = [False] * 8 + [True]  # too few correct rows: incorrect ones fill the rest
+    assert sum(not few_right[i] for i in select_examples(few_right, 4, seed=0)) == 3
+    assert select_examples([], 10, seed=0) == []
+
+
+def test_empty_token_rewards_says_so(tmp_path: Path) -> None:
+    run = make_run(tmp_path, rows=[])
+    out = tmp_path / "out"
+    result = build_report(**report_args(run, out))
+    assert result["n_labelled"] == 0 and result["examples"] == []
+    assert "No labelled samples" in (out / "report.html").read_text()
+    assert "No labelled samples" in (out / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("rel", ["grm/quality.json", "eval/rlmec/test/metrics.json", "train_logs/rl.jsonl",
+                                 "label/token_rewards.parquet", "label/metrics.json"])
+def test_missing_input_names_the_file(run: Path, tmp_path: Path, rel: str) -> None:
+    args = report_args(run, tmp_path / "out")
+    (run / rel).unlink()
+    with pytest.raises(DataError, match=re.escape(str(run / rel))):
+        build_report(**args)
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_empty_or_malformed_inputs_name_the_file(run: Path, tmp_path: Path) -> None:
+    args = report_args(run, tmp_path / "out")
+    (run / "train_logs" / "grm.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"grm\.jsonl: empty training log"):
+        build_report(**args)
+    make_run(tmp_path)
+    write_json(run / "eval" / "sft" / "test" / "metrics.json", {"accuracy": 0.4})
+    with pytest.raises(DataError, match=r"sft/test/metrics\.json: evaluation metrics lack"):
+        build_report(**args)
+    make_run(tmp_path)
+    (run / "grm" / "quality.json").write_text("")
+    with pytest.raises(DataError, match=r"quality\.json"):
+        build_report(**args)
+    rows = token_reward_rows()
+    rows[3]["rewards"] = rows[3]["rewards"] + [0.1]
+    make_run(tmp_path, rows=rows)
+    with pytest.raises(DataError, match=r"token_rewards\.parquet: row 3 \(p3#1\): tokens \(1\) and rewards \(2\)"):
+        build_report(**args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_paths_by_policy() -> None:
+    paths = ["results/x/eval/sft/test/metrics.json", "results/x/eval/rlmec/test/metrics.json"]
+    assert eval_paths_by_policy(paths) == {"sft": {"test": paths[0]}, "rlmec": {"test": paths[1]}}
+    with pytest.raises(ValueError, match="metrics.json"):
+        eval_paths_by_policy(["results/x/sft/test.json"])
+
+
+def test_cli_report(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    assert cli_main(["report", "--run-dir", str(run), "--out", str(out), "--examples", "2"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert (out / "report.html").read_text().count('class="example"') == 2
+    assert (out / "report_figures" / "rl.png").is_file()
+    assert cli_main(["report", "--run-dir", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "run directory not found" in capsys.readouterr().err

@@ -1,0 +1,33 @@
+LABEL = config["label"]
+# Rewrites of the samples that labelling uses: the GRM's rewrites of the rl draw (the method), or the
+# teacher's rewrites of its own draw (the rlmec_teacher_rewrites ablation).
+LABEL_SOURCES = {
+    "grm": (f"{RESULTS}/grm/rewrites.parquet", f"{RESULTS}/samples/sft/rl.parquet"),
+    "teacher": (f"{RESULTS}/teacher/rewrites.parquet", f"{RESULTS}/samples/sft/teacher.parquet"),
+}
+
+
+rule label:
+    input:
+        grm=f"{RESULTS}/grm/model",
+        policy=policy_requirement("sft"),
+        rewrites=LABEL_SOURCES[LABEL["rewrites"]][0],
+        samples=LABEL_SOURCES[LABEL["rewrites"]][1],
+    output:
+        labels=f"{RESULTS}/label/token_rewards.parquet",
+        metrics=f"{RESULTS}/label/metrics.json",
+    params:
+        policy=lambda wc: policy_dir("sft"),
+        label=canonical(LABEL),
+        grm=canonical({k: GRM[k] for k in ("prompts",)}),
+        adapter=TASK["adapter"],
+        engine=canonical(config["engine"]),
+    log:
+        f"{LOGS}/label.log",
+    benchmark:
+        f"{BENCH}/label.tsv"
+    threads: workflow.cores
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/label.py"

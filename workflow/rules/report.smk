@@ -1,0 +1,40 @@
+rule report:
+    input:
+        eval=expand(
+            f"{RESULTS}/eval/{{policy}}/{{split}}/metrics.json",
+            policy=["sft", "rlmec"],
+            split=config["evaluate"]["splits"],
+        ),
+        grm_quality=f"{RESULTS}/grm/quality.json",
+        teacher=f"{RESULTS}/teacher/metrics.json",
+        grm_rewrites=f"{RESULTS}/grm/rewrites_metrics.json",
+        label=f"{RESULTS}/label/metrics.json",
+        train_logs=[
+            *([f"{RESULTS}/train_logs/policy_sft.jsonl"] if BOOTSTRAP else []),
+            f"{RESULTS}/train_logs/grm.jsonl",
+            f"{RESULTS}/train_logs/rl.jsonl",
+        ],
+        token_rewards=f"{RESULTS}/label/token_rewards.parquet",
+    output:
+        html=report(f"{RESULTS}/report.html", caption="../report/report.rst", category="RLMEC"),
+        md=report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="RLMEC"),
+        figures=report(
+            directory(f"{RESULTS}/report_figures"),
+            patterns=["{name}.png"],
+            caption="../report/training_curves.rst",
+            category="Training curves",
+        ),
+    params:
+        title=f"RLMEC run '{RUN}'",
+        n_examples=10,
+        seed=config["seed"],
+        # colour scale of the example tokens (clip ranges) and which rewrite tokens count as edited
+        label=canonical({k: config["label"][k] for k in ("pos_clip", "neg_clip", "kept_weight")}),
+    log:
+        f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCH}/report.tsv"
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/report.py"
