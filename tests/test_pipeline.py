@@ -145,3 +145,15 @@ def test_inspect_a_labelled_sample_of_the_run(smoke_run):
     assert proc.returncode == 0, proc.stderr
     first = pq.read_table(work / "results" / "smoke" / "label" / "token_rewards.parquet").slice(0, 1).to_pylist()[0]
     assert first["sample_id"] in proc.stdout
+
+
+def test_the_grm_can_rewrite_the_teachers_draw_instead_of_a_fresh_one(smoke_run):
+    work, _ = smoke_run
+    cfg = yaml.safe_load((work / "config" / "smoke.yaml").read_text())
+    cfg["grm"]["rewrite_draw"] = "teacher"
+    (work / "same_draw.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(work, "--configfile", "same_draw.yaml", "-n", "--forceall")
+    assert proc.returncode == 0, proc.stderr
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    assert jobs["sample"] == 1  # only the teacher's draw is sampled
+    assert "samples/sft/rl.parquet" not in proc.stdout

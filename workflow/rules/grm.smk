@@ -69,7 +69,7 @@ rule grm_eval:
 rule grm_rewrite:
     input:
         model=f"{RESULTS}/grm/model",
-        samples=f"{RESULTS}/samples/sft/rl.parquet",
+        samples=f"{RESULTS}/samples/sft/{GRM['rewrite_draw']}.parquet",
         problems=f"{DATA}/{SAMPLE['split']}.parquet",
     output:
         rewrites=f"{RESULTS}/grm/rewrites.parquet",

@@ -1,8 +1,8 @@
 LABEL = config["label"]
-# Rewrites of the samples that labelling uses: the GRM's rewrites of the rl draw (the method), or the
-# teacher's rewrites of its own draw (the rlmec_teacher_rewrites ablation).
+# Rewrites of the samples that labelling uses: the GRM's rewrites of grm.rewrite_draw (the method; a fresh
+# draw by default), or the teacher's rewrites of its own draw (the rlmec_teacher_rewrites ablation).
 LABEL_SOURCES = {
-    "grm": (f"{RESULTS}/grm/rewrites.parquet", f"{RESULTS}/samples/sft/rl.parquet"),
+    "grm": (f"{RESULTS}/grm/rewrites.parquet", f"{RESULTS}/samples/sft/{GRM['rewrite_draw']}.parquet"),
     "teacher": (f"{RESULTS}/teacher/rewrites.parquet", f"{RESULTS}/samples/sft/teacher.parquet"),
 }
 
