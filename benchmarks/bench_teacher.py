@@ -232,7 +232,8 @@ def main() -> None:
             print(f"oracle: skipped ({args.demo}/teacher/metrics.json not found: run the demo first)")
     path = ROOT / "benchmarks" / "out" / "bench_teacher.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**previous, **out}, indent=2) + "\n")  # --only updates its own parts
     print(f"-> {path.relative_to(ROOT)}")
 
 
