@@ -21,6 +21,7 @@ include: "workflow/rules/grm.smk"
 include: "workflow/rules/label.smk"
 include: "workflow/rules/rl.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/compare.smk"
 
 
 rule all:

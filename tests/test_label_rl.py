@@ -321,3 +321,20 @@ def test_killed_rl_update_resumes_from_its_last_checkpoint(labelled, tmp_path):
     logged = [json.loads(line)["step"] for line in (tmp_path / "model.train_metrics.jsonl").read_text().splitlines()]
     assert logged == list(range(1, card["steps"] + 1))  # no step logged twice, none skipped
     assert not list((tmp_path / "ckpt").glob("step-*"))
+
+
+@pytest.mark.parametrize("method", ["rft", "instance_rl", "rlmec_no_imitation"])
+def test_baselines_train_through_the_same_update(labelled, tmp_path, method):
+    rl = cfg("rl", train={"epochs": 1, "lr": 1e-3, "batch_size": 16, "log_every": 1})
+    card = rl_update(labelled["labels"], labelled["policy"], tmp_path / method, rl_cfg=rl, seed=1,
+                     checkpoint_dir=tmp_path / "ckpt", metrics_path=tmp_path / "m.jsonl", method=method)
+    assert card["method"] == method and (tmp_path / method / "model.safetensors").exists()
+    n_correct = sum(pq.read_table(labelled["labels"]).column("correct").to_pylist())
+    assert card["train_examples"] == (n_correct if method == "rft" else labelled["metrics"]["labelled"])
+    records = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    if method == "rlmec_no_imitation":
+        assert all(r["loss_ir"] == 0.0 and r["n_imitation_tokens"] == 0 for r in records)
+    if method == "rft":
+        assert all(r["loss_rl"] == 0.0 and r["n_reward_tokens"] == 0 for r in records)
+    if method == "instance_rl":  # every token of every sample carries the sequence reward
+        assert records[0]["n_reward_tokens"] > 0 and records[0]["loss_rl"] != 0.0

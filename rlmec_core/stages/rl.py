@@ -21,6 +21,7 @@ import torch
 from rlmec_core.errors import DataError
 from rlmec_core.io import atomic_path, read_parquet
 from rlmec_core.losses import RATIO_FORMS
+from rlmec_core.methods import get_method, method_examples
 from rlmec_core.sampling import load_tokenizer
 from rlmec_core.schemas import TOKEN_REWARDS
 from rlmec_core.stages.policy import MODEL_CARD, train_settings
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 
 def load_rl_examples(path: str | Path) -> list[RLExample]:
     """The labelled samples of a ``token_rewards.parquet`` as training examples (file order)."""
+    return load_labelled(path)[0]
+
+
+def load_labelled(path: str | Path) -> tuple[list[RLExample], list[bool]]:
+    """Training examples and the correctness flag of each labelled sample (file order)."""
     table = read_parquet(path, TOKEN_REWARDS)
     cols = ["sample_id", "prompt_ids", "token_ids", "rewards", "old_logprobs", "imitation_ids", "imitation_weights"]
     out = []
@@ -49,7 +55,7 @@ def load_rl_examples(path: str | Path) -> list[RLExample]:
             raise DataError(f"{path}: row {i} (sample {r['sample_id']!r}): {exc}") from None
     if not out:
         raise DataError(f"{path}: no labelled samples to train on")
-    return out
+    return out, [bool(c) for c in table.column("correct").to_pylist()]
 
 
 def rl_update(
@@ -62,13 +68,25 @@ def rl_update(
     checkpoint_dir: str | Path,
     metrics_path: str | Path,
     trust_remote_code: bool = False,
+    method: str = "rlmec",
+    instance_rewards: tuple[float, float] = (1.0, -1.0),
 ) -> dict[str, Any]:
-    """Train ``policy_dir`` on ``labels_path`` with ``rlmec_loss``; write the updated policy to ``out_dir``."""
+    """Train ``policy_dir`` on ``labels_path`` with ``rlmec_loss``; write the updated policy to ``out_dir``.
+
+    ``method`` (``rlmec_core.methods``) turns the labels into the examples of a baseline or ablation
+    (same samples, same loss machinery); ``rlmec`` uses them as they are.
+    """
     from transformers import AutoModelForCausalLM
 
     if rl_cfg["ratio_form"] not in RATIO_FORMS:
         raise DataError(f"rl.ratio_form={rl_cfg['ratio_form']!r}: expected one of {sorted(RATIO_FORMS)}")
-    examples = load_rl_examples(labels_path)
+    examples, correct = load_labelled(labels_path)
+    spec = get_method(method)
+    if method != "rlmec":
+        try:
+            examples = method_examples(spec, examples, correct, instance_rewards=tuple(instance_rewards))
+        except ValueError as exc:
+            raise DataError(f"{labels_path}: {exc}") from None
     tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)
     settings = train_settings(rl_cfg["train"], seed)
     dtype = torch.bfloat16 if settings.mixed_precision == "bf16" else torch.float32
@@ -79,7 +97,7 @@ def rl_update(
     if top >= vocab:
         raise DataError(f"{labels_path}: token id {top} is outside the vocabulary of {policy_dir} ({vocab}); "
                         "were the labels made with another policy?")
-    card: dict[str, Any] = {"stage": "rl", "init_model": str(policy_dir), "labels": str(labels_path),
+    card: dict[str, Any] = {"stage": "rl", "method": method, "init_model": str(policy_dir), "labels": str(labels_path),
                             "train_examples": len(examples), "train": asdict(settings),
                             **{k: rl_cfg[k] for k in ("clip_eps", "imitation_coef", "ratio_form")}}
     parent = Path(policy_dir) / MODEL_CARD
@@ -99,6 +117,6 @@ def rl_update(
              rl_cfg["ratio_form"], rl_cfg["clip_eps"], rl_cfg["imitation_coef"], settings)
     result = train(model, examples, RLCollator(tokenizer.pad_token_id), loss_fn, settings,
                    checkpoint_dir=checkpoint_dir, metrics_path=metrics_path, count_tokens=count_rl_tokens,
-                   description="rlmec", save_fn=save)
+                   description=method, save_fn=save)
     log.info("RLMEC policy saved to %s: %d steps, %.0f s", out_dir, result.steps, result.wall_seconds)
     return card

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rlmec_core.tasks.arith import Step, answer_line, parse_question, read_step_line, solve
+from rlmec_core.tasks.arith import Step, answer_line, apply_op, parse_question, read_step_line, solve
 
 COMMUTATIVE = {"+", "*"}
 
@@ -93,3 +93,36 @@ def minimal_rewrite(question: str, steps: Sequence[str], error_step: int) -> lis
 def replace_rest(steps: Sequence[str], reference_steps: Sequence[str], error_step: int) -> list[str]:
     """The crude rewrite: the prediction's lines before ``error_step``, then the reference's from there."""
     return [*steps[:error_step], *reference_steps[error_step:]]
+
+
+def wrong_steps(question: str, steps: Sequence[str]) -> int:
+    """How many steps of a solution are wrong *locally*, each mistake counted once (the paper's "wrong
+    steps in sampled solutions"): step ``i`` is wrong when it has no equation, uses another operator or
+    operand than the problem's ``i``-th operation, does not start from the solution's own previous result,
+    or miscomputes; the answer line is wrong when it does not state the solution's own last result; a
+    missing step or answer line counts as wrong. A value carried forward from an earlier mistake is not a
+    new mistake. Lines after the answer line are ignored."""
+    start, ops = parse_question(question)
+    wrong, prev = 0, start
+    for i, (op, operand) in enumerate(ops):
+        if i >= len(steps):
+            return wrong + len(ops) - i + 1  # the missing steps and the answer line
+        eq = read_step_line(steps[i]).equation
+        if eq is None:
+            wrong, prev = wrong + 1, None
+            continue
+        left, o, b, result = eq
+        operands_ok = (prev is None or left == prev) and b == operand
+        if o in COMMUTATIVE and not operands_ok:
+            operands_ok = (prev is None or b == prev) and left == operand
+        try:
+            computed_ok = apply_op(left, o, b) == result
+        except (ValueError, ZeroDivisionError):
+            computed_ok = False
+        wrong += not (o == op and operands_ok and computed_ok)
+        prev = result
+    n = len(ops)
+    if n >= len(steps):
+        return wrong + 1
+    answer = read_step_line(steps[n]).answer
+    return wrong + (answer is None or (prev is not None and answer != prev))

@@ -65,6 +65,42 @@ def final_targets():
     ]
 
 
+# -- the comparison of methods (compare.smk) --------------------------------------------------------------
+COMPARE = config["compare"]
+TRAINED_METHODS = ["rft", "instance_rl", "rlmec", "rlmec_no_imitation", "rlmec_imitation_only",
+                   "rlmec_teacher_rewrites"]
+METHOD_LABELS = {"rlmec_teacher_rewrites": f"{RESULTS}/label/teacher/token_rewards.parquet"}
+
+
+def method_policy(method, seed):
+    """The policy directory name of one (method, seed): the default RLMEC run is reused for its own seed."""
+    if method == "sft":
+        return "sft"
+    if method == "rlmec" and int(seed) == config["seed"]:
+        return "rlmec"
+    return f"{method}_s{seed}"
+
+
+def compare_runs():
+    return [(m, s, method_policy(m, s)) for m in COMPARE["methods"] for s in COMPARE["seeds"]]
+
+
+def compare_run_files():
+    """Every compared run with the files the table reads (all of them are also inputs of the rule)."""
+    splits = list(dict.fromkeys([*config["evaluate"]["splits"], "test"]))
+    return [
+        {
+            "method": m,
+            "seed": s,
+            "policy": p,
+            "model": policy_dir(p),
+            "metrics": {split: f"{RESULTS}/eval/{p}/{split}/metrics.json" for split in splits},
+            "predictions": f"{RESULTS}/eval/{p}/test/predictions.parquet",
+        }
+        for m, s, p in compare_runs()
+    ]
+
+
 def print_summary():
     """Print the accuracy of every evaluated policy (called on success)."""
     rows = []

@@ -1,4 +1,5 @@
-"""Stage script `rl`: the RLMEC policy update (see rlmec_core.stages.rl)."""
+"""Stage script of `rl` and `method_rl`: the RLMEC update, or a baseline/ablation through the same
+machinery (see rlmec_core.stages.rl and rlmec_core.methods)."""
 
 from rlmec_core.stages.rl import rl_update
 from rlmec_core.workflow import stage_context
@@ -8,7 +9,8 @@ def main(smk) -> None:
     with stage_context(smk, "rl"):
         rl_update(smk.input.labels, smk.params.policy, smk.output.model, rl_cfg=smk.params.rl, seed=smk.params.seed,
                   checkpoint_dir=smk.params.checkpoint_dir, metrics_path=smk.output.metrics,
-                  trust_remote_code=smk.params.trust_remote_code)
+                  trust_remote_code=smk.params.trust_remote_code, method=smk.params.get("method", "rlmec"),
+                  instance_rewards=tuple(smk.params.get("instance_rewards", (1.0, -1.0))))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,173 @@
+"""The comparison table of methods (issue 7): accuracy mean +- std over seeds, cost, and wrong steps.
+
+Inputs are explicit paths (Snakemake declares them): for every (method, seed) run its evaluation
+metrics per split, its greedy test predictions, and (for trained methods) its model card. Outputs: a
+Markdown table, the same numbers as JSON, and a bar chart of test accuracy with error bars.
+
+"Beyond noise": RLMEC's mean test accuracy exceeds another method's by more than 1.96 standard errors
+of the difference, where each mean's variance is the seed variance / n plus the test set's binomial
+variance p(1 - p) / N / n (so one seed still carries the sampling noise of a finite test set).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlmec_core.io import atomic_path, read_parquet, write_json_atomic, write_text_atomic
+from rlmec_core.schemas import SAMPLES
+
+INSTANCE_LEVEL = ("rft", "instance_rl", "dpo", "grpo")
+
+
+def _read_json(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: missing (did the method's evaluation run?)")
+    return json.loads(p.read_text())
+
+
+def mean_wrong_steps(predictions_path: str | Path, questions: Mapping[str, str]) -> float | None:
+    """Mean number of locally wrong steps per greedy test solution, by the demo oracle
+    (``rlmec_core.teacher.oracle.wrong_steps``); None when the questions are not demo-task questions."""
+    from rlmec_core.teacher.oracle import wrong_steps
+
+    rows = read_parquet(predictions_path, SAMPLES).select(["problem_id", "completion"]).to_pylist()
+    counts = []
+    for r in rows:
+        try:
+            counts.append(wrong_steps(questions[r["problem_id"]],
+                                      [ln.strip() for ln in r["completion"].splitlines() if ln.strip()]))
+        except (KeyError, ValueError):
+            return None  # another task, or predictions of another split
+    return float(np.mean(counts)) if counts else None
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def build_comparison(runs: Sequence[Mapping[str, Any]], *, test_problems: str | Path, out_md: str | Path,
+                     out_json: str | Path, out_png: str | Path,
+                     rl_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``runs``: dicts with ``method``, ``seed``, ``policy`` (its name), ``model`` (its directory, with
+    ``rlmec_model.json`` for trained methods), ``metrics`` ({split: metrics.json}, ``test`` included) and
+    ``predictions`` (its greedy test predictions); ``test_problems``: the test split's problems."""
+    from rlmec_core.stages.data import load_problems
+
+    questions = {p.id: p.question for p in load_problems(test_problems)}
+    per_run = []
+    wrong_cache: dict[str, float | None] = {}
+    for run in runs:
+        policy = run["policy"]
+        acc = {split: _read_json(path) for split, path in run["metrics"].items()}
+        if "test" not in acc:
+            raise ValueError(f"run {policy!r} has no test metrics")
+        card_path = Path(run["model"]) / "rlmec_model.json"
+        card = json.loads(card_path.read_text()) if policy != "sft" and card_path.exists() else {}
+        if policy not in wrong_cache:
+            wrong_cache[policy] = mean_wrong_steps(run["predictions"], questions)
+        per_run.append({
+            "method": run["method"], "seed": run["seed"], "policy": policy,
+            "accuracy": {s: acc[s]["accuracy"] for s in acc}, "test_total": acc["test"]["total"],
+            "wall_seconds": card.get("wall_seconds", 0.0), "tokens": card.get("tokens_seen", 0),
+            "wrong_steps_per_solution": wrong_cache[policy],
+        })
+    methods: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r["method"] for r in per_run):
+        rs = [r for r in per_run if r["method"] == name]
+        test_mean, test_std = _stats([r["accuracy"]["test"] for r in rs])
+        n_test = rs[0]["test_total"]
+        binom = test_mean * (1 - test_mean) / max(n_test, 1)
+        ws = [r["wrong_steps_per_solution"] for r in rs if r["wrong_steps_per_solution"] is not None]
+        methods[name] = {
+            "seeds": [r["seed"] for r in rs],
+            "test_mean": test_mean, "test_std": test_std,
+            "test_mean_var": (test_std ** 2 + binom) / len(rs),
+            "validation_mean": _stats([r["accuracy"]["validation"] for r in rs])[0]
+            if all("validation" in r["accuracy"] for r in rs) else None,
+            "wall_seconds_mean": _stats([r["wall_seconds"] for r in rs])[0],
+            "tokens_mean": _stats([r["tokens"] for r in rs])[0],
+            "wrong_steps_per_solution": float(np.mean(ws)) if ws else None,
+        }
+    verdict = {}
+    if "rlmec" in methods:
+        r = methods["rlmec"]
+        for name, m in methods.items():
+            if name == "rlmec":
+                continue
+            diff = r["test_mean"] - m["test_mean"]
+            se = math.sqrt(r["test_mean_var"] + m["test_mean_var"])
+            verdict[name] = {"difference": diff, "se": se, "rlmec_better_beyond_noise": diff > 1.96 * se,
+                             "rlmec_worse_beyond_noise": diff < -1.96 * se}
+    beats_instance = [v["rlmec_better_beyond_noise"] for k, v in verdict.items() if k in INSTANCE_LEVEL]
+    summary = {"runs": per_run, "methods": methods, "rlmec_vs": verdict,
+               "rlmec_beats_every_instance_level_method": bool(beats_instance) and all(beats_instance),
+               "train_settings": dict((rl_cfg or {}).get("train", {}))}
+    write_json_atomic(out_json, summary)
+    write_text_atomic(out_md, _markdown(summary))
+    _chart(methods, out_png)
+    return summary
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def _markdown(summary: Mapping[str, Any]) -> str:
+    methods, verdict = summary["methods"], summary["rlmec_vs"]
+    sft_ws = methods.get("sft", {}).get("wrong_steps_per_solution")
+    lines = ["# Methods compared on the same samples", "",
+             "Test accuracy is the mean +- std over seeds of greedy accuracy on the test split; every method trains "
+             "the same starting policy on the same labelled samples with the same loss machinery and the same "
+             f"`rl.train` settings ({json.dumps(summary['train_settings'])}), which were chosen for RLMEC on the "
+             "validation split only. Wrong steps: mean locally wrong steps per greedy test solution (oracle).", "",
+             "| method | seeds | test accuracy % (mean +- std) | validation % | train wall s | tokens processed | "
+             "wrong steps / solution | RLMEC - method (pp) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, m in methods.items():
+        v = verdict.get(name)
+        if v is None:
+            vs = "" if name == "rlmec" else "n/a"
+        else:
+            mark = " (beyond noise)" if v["rlmec_better_beyond_noise"] else (
+                " (RLMEC worse, beyond noise)" if v["rlmec_worse_beyond_noise"] else " (within noise)")
+            vs = f"{100 * v['difference']:+.1f} +- {196 * v['se']:.1f}{mark}"
+        ws = m["wrong_steps_per_solution"]
+        ws_text = "n/a" if ws is None else f"{ws:.2f}" + (f" ({ws - sft_ws:+.2f} vs sft)" if sft_ws is not None and name != "sft" else "")
+        lines.append(f"| `{name}` | {len(m['seeds'])} | {_pct(m['test_mean'])} +- {100 * m['test_std']:.1f} | "
+                     f"{_pct(m['validation_mean'])} | {m['wall_seconds_mean']:.0f} | {m['tokens_mean']:,.0f} | "
+                     f"{ws_text} | {vs} |")
+    beats = summary["rlmec_beats_every_instance_level_method"]
+    present = [k for k in verdict if k in INSTANCE_LEVEL]
+    lines += ["", f"**RLMEC beats every instance-level method here ({', '.join(present) or 'none run'}) beyond noise: "
+              f"{'yes' if beats else 'no'}.** (Difference > 1.96 standard errors; see rlmec_core/compare.py.)", ""]
+    return "\n".join(lines)
+
+
+def _chart(methods: Mapping[str, Mapping[str, Any]], out_png: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(methods)
+    means = [100 * methods[n]["test_mean"] for n in names]
+    stds = [100 * methods[n]["test_std"] for n in names]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 4))
+    colors = ["#2b7bba" if n.startswith("rlmec") else "#999999" for n in names]
+    ax.bar(range(len(names)), means, yerr=stds, capsize=4, color=colors)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Greedy test accuracy, mean +- std over seeds")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,67 @@
+# Baselines and ablations (rlmec_core/methods.py) on the same labelled samples: `snakemake --cores all compare`.
+use rule label as label_teacher with:
+    input:
+        grm=f"{RESULTS}/grm/model",
+        policy=policy_requirement("sft"),
+        rewrites=f"{RESULTS}/teacher/rewrites.parquet",
+        samples=f"{RESULTS}/samples/sft/teacher.parquet",
+    output:
+        labels=f"{RESULTS}/label/teacher/token_rewards.parquet",
+        metrics=f"{RESULTS}/label/teacher/metrics.json",
+    log:
+        f"{LOGS}/label_teacher.log",
+    benchmark:
+        f"{BENCH}/label_teacher.tsv"
+
+
+rule method_rl:
+    input:
+        labels=lambda wc: METHOD_LABELS.get(wc.method, f"{RESULTS}/label/token_rewards.parquet"),
+        policy=policy_requirement("sft"),
+    output:
+        model=directory(f"{RESULTS}/policy/{{method}}_s{{seed}}"),
+        metrics=f"{RESULTS}/train_logs/{{method}}_s{{seed}}.jsonl",
+    params:
+        policy=lambda wc: policy_dir("sft"),
+        rl=canonical(config["rl"]),
+        method=lambda wc: wc.method,
+        instance_rewards=COMPARE["instance_rewards"],
+        seed=lambda wc: int(wc.seed),
+        trust_remote_code=config["engine"]["trust_remote_code"],
+        checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/{wc.method}_s{wc.seed}",
+    wildcard_constraints:
+        method="|".join(TRAINED_METHODS),
+        seed=r"\d+",
+    log:
+        f"{LOGS}/method_rl/{{method}}_s{{seed}}.log",
+    benchmark:
+        f"{BENCH}/method_rl/{{method}}_s{{seed}}.tsv"
+    threads: workflow.cores
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/rl.py"
+
+
+rule compare:
+    input:
+        metrics=[path for run in compare_run_files() for path in run["metrics"].values()],
+        predictions=[run["predictions"] for run in compare_run_files()],
+        models=[policy_dir(p) for _, _, p in compare_runs() if p != "sft"],
+        test=f"{DATA}/test.parquet",
+    output:
+        table=f"{RESULTS}/compare/table.md",
+        data=f"{RESULTS}/compare/table.json",
+        chart=report(f"{RESULTS}/compare/accuracy.png", caption="../report/compare.rst", category="Comparison"),
+    params:
+        runs=compare_run_files(),
+        adapter=TASK["adapter"],
+        rl=canonical(config["rl"]),
+    log:
+        f"{LOGS}/compare.log",
+    benchmark:
+        f"{BENCH}/compare.tsv"
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/compare.py"
