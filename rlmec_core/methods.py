@@ -15,6 +15,8 @@ method                     labels from  rewards r_t     imitation term
                                         (+1 / -1) on
                                         every token
 ``rft``                    GRM          none (0)        correct samples only, w = 1 (plain SFT)
+``dpo``                    GRM          --              -- (DPO loss on (correct, wrong) pairs of a
+                                                        problem; reference = the sampling policy)
 =========================  ===========  ==============  ============================================
 
 ``sft`` (no update) is the starting policy itself. ``instance_rl`` keeps everything of ``rlmec`` except
@@ -46,6 +48,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("rlmec_no_imitation", "grm", "token", "none"),
     Method("rlmec_imitation_only", "grm", "none", "rewrite"),
     Method("rlmec_teacher_rewrites", "teacher", "token", "rewrite"),
+    Method("dpo", "grm", "none", "none"),  # its own loss: rlmec_core.train.dpo
 )}
 
 

@@ -338,3 +338,40 @@ def test_baselines_train_through_the_same_update(labelled, tmp_path, method):
         assert all(r["loss_rl"] == 0.0 and r["n_reward_tokens"] == 0 for r in records)
     if method == "instance_rl":  # every token of every sample carries the sequence reward
         assert records[0]["n_reward_tokens"] > 0 and records[0]["loss_rl"] != 0.0
+
+
+def test_dpo_pairs_and_loss(labelled, tmp_path):
+    from rlmec_core.train.dpo import DPOCollator, dpo_batch_loss, make_pairs
+
+    table = pq.read_table(labelled["labels"]).to_pylist()
+    examples = load_rl_examples(labelled["labels"])
+    correct, problems = [r["correct"] for r in table], [r["problem_id"] for r in table]
+    pairs = make_pairs(examples, correct, problems)
+    wrong_with_partner = sum(1 for r in table if not r["correct"]
+                             and any(o["correct"] and o["problem_id"] == r["problem_id"] for o in table))
+    assert len(pairs) == wrong_with_partner > 0
+    by_ids = {tuple(e.token_ids): ok for e, ok in zip(examples, correct, strict=True)}
+    assert all(by_ids[tuple(p.chosen_ids)] and not by_ids[tuple(p.rejected_ids)] for p in pairs)
+    model = AutoModelForCausalLM.from_pretrained(str(labelled["policy"]))
+    batch = DPOCollator(0)(pairs)
+    loss, stats = dpo_batch_loss(model, batch, beta=0.1)
+    assert float(loss.detach()) == pytest.approx(math.log(2), abs=1e-4)  # the policy is its own reference
+    with torch.no_grad():  # against the formula with one forward pass per sequence
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        loss, _ = dpo_batch_loss(model, batch, beta=0.5)
+
+        def seq_logp(prompt, y):
+            lp = model(torch.tensor([prompt + y])).logits[0].log_softmax(-1)
+            return sum(lp[len(prompt) + t - 1, tok].item() for t, tok in enumerate(y))
+
+        margins = [0.5 * ((seq_logp(p.prompt_ids, p.chosen_ids) - p.chosen_ref)
+                          - (seq_logp(p.prompt_ids, p.rejected_ids) - p.rejected_ref)) for p in pairs]
+    expected = sum(math.log1p(math.exp(-m)) for m in margins) / len(margins)
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+    rl = cfg("rl", train={"epochs": 1, "lr": 1e-3, "batch_size": 4, "log_every": 1})
+    card = rl_update(labelled["labels"], labelled["policy"], tmp_path / "dpo", rl_cfg=rl, seed=0,
+                     checkpoint_dir=tmp_path / "c", metrics_path=tmp_path / "m.jsonl", method="dpo", dpo_beta=0.1)
+    assert card["train_examples"] == len(pairs) and card["dpo_beta"] == 0.1
+    first = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0])
+    assert first["loss"] == pytest.approx(math.log(2), abs=0.05) and "reward_margin" in first

@@ -43,7 +43,7 @@ def test_each_method_changes_only_what_it_names():
         method_examples(get_method("sft"), ex, ok)
     with pytest.raises(ValueError, match="unknown method 'ppo'"):
         get_method("ppo")
-    assert {"sft", "rft", "instance_rl", "rlmec", "rlmec_no_imitation", "rlmec_imitation_only",
+    assert {"sft", "rft", "instance_rl", "dpo", "rlmec", "rlmec_no_imitation", "rlmec_imitation_only",
             "rlmec_teacher_rewrites"} == set(METHODS)
 
 

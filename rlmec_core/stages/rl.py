@@ -25,6 +25,7 @@ from rlmec_core.methods import get_method, method_examples
 from rlmec_core.sampling import load_tokenizer
 from rlmec_core.schemas import TOKEN_REWARDS
 from rlmec_core.stages.policy import MODEL_CARD, train_settings
+from rlmec_core.train.dpo import DPOCollator, dpo_batch_loss, make_pairs
 from rlmec_core.train.loop import TrainResult, train
 from rlmec_core.train.rl import RLCollator, RLExample, count_rl_tokens, rl_batch_loss
 
@@ -70,6 +71,7 @@ def rl_update(
     trust_remote_code: bool = False,
     method: str = "rlmec",
     instance_rewards: tuple[float, float] = (1.0, -1.0),
+    dpo_beta: float = 0.1,
 ) -> dict[str, Any]:
     """Train ``policy_dir`` on ``labels_path`` with ``rlmec_loss``; write the updated policy to ``out_dir``.
 
@@ -82,9 +84,15 @@ def rl_update(
         raise DataError(f"rl.ratio_form={rl_cfg['ratio_form']!r}: expected one of {sorted(RATIO_FORMS)}")
     examples, correct = load_labelled(labels_path)
     spec = get_method(method)
-    if method != "rlmec":
+    dataset: list[Any] = examples
+    if method == "dpo":
+        problem_ids = read_parquet(labels_path, TOKEN_REWARDS).column("problem_id").to_pylist()
+        dataset = make_pairs(examples, correct, problem_ids)
+        if not dataset:
+            raise DataError(f"{labels_path}: no problem has both a correct and a wrong labelled sample: no DPO pair")
+    elif method != "rlmec":
         try:
-            examples = method_examples(spec, examples, correct, instance_rewards=tuple(instance_rewards))
+            dataset = examples = method_examples(spec, examples, correct, instance_rewards=tuple(instance_rewards))
         except ValueError as exc:
             raise DataError(f"{labels_path}: {exc}") from None
     tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)
@@ -98,7 +106,7 @@ def rl_update(
         raise DataError(f"{labels_path}: token id {top} is outside the vocabulary of {policy_dir} ({vocab}); "
                         "were the labels made with another policy?")
     card: dict[str, Any] = {"stage": "rl", "method": method, "init_model": str(policy_dir), "labels": str(labels_path),
-                            "train_examples": len(examples), "train": asdict(settings),
+                            "train_examples": len(dataset), "train": asdict(settings),
                             **{k: rl_cfg[k] for k in ("clip_eps", "imitation_coef", "ratio_form")}}
     parent = Path(policy_dir) / MODEL_CARD
     if parent.exists():  # keep what the evaluator needs (the prompt template) from the starting policy
@@ -111,11 +119,17 @@ def rl_update(
             tokenizer.save_pretrained(str(tmp))
             (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
 
-    loss_fn = functools.partial(rl_batch_loss, clip_eps=rl_cfg["clip_eps"], imitation_coef=rl_cfg["imitation_coef"],
-                                ratio_form=rl_cfg["ratio_form"])
+    if method == "dpo":
+        card["dpo_beta"] = dpo_beta
+        collate: Any = DPOCollator(tokenizer.pad_token_id)
+        loss_fn = functools.partial(dpo_batch_loss, beta=dpo_beta)
+    else:
+        collate = RLCollator(tokenizer.pad_token_id)
+        loss_fn = functools.partial(rl_batch_loss, clip_eps=rl_cfg["clip_eps"],
+                                    imitation_coef=rl_cfg["imitation_coef"], ratio_form=rl_cfg["ratio_form"])
     log.info("RLMEC update of %s on %d samples (%s ratio, eps %.2f, lambda %.2f): %s", policy_dir, len(examples),
              rl_cfg["ratio_form"], rl_cfg["clip_eps"], rl_cfg["imitation_coef"], settings)
-    result = train(model, examples, RLCollator(tokenizer.pad_token_id), loss_fn, settings,
+    result = train(model, dataset, collate, loss_fn, settings,
                    checkpoint_dir=checkpoint_dir, metrics_path=metrics_path, count_tokens=count_rl_tokens,
                    description=method, save_fn=save)
     log.info("RLMEC policy saved to %s: %d steps, %.0f s", out_dir, result.steps, result.wall_seconds)

@@ -67,7 +67,7 @@ def final_targets():
 
 # -- the comparison of methods (compare.smk) --------------------------------------------------------------
 COMPARE = config["compare"]
-TRAINED_METHODS = ["rft", "instance_rl", "rlmec", "rlmec_no_imitation", "rlmec_imitation_only",
+TRAINED_METHODS = ["rft", "instance_rl", "dpo", "rlmec", "rlmec_no_imitation", "rlmec_imitation_only",
                    "rlmec_teacher_rewrites"]
 METHOD_LABELS = {"rlmec_teacher_rewrites": f"{RESULTS}/label/teacher/token_rewards.parquet"}
 

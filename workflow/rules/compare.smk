@@ -26,6 +26,7 @@ rule method_rl:
         rl=canonical(config["rl"]),
         method=lambda wc: wc.method,
         instance_rewards=COMPARE["instance_rewards"],
+        dpo_beta=COMPARE["dpo_beta"],
         seed=lambda wc: int(wc.seed),
         trust_remote_code=config["engine"]["trust_remote_code"],
         checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/{wc.method}_s{wc.seed}",

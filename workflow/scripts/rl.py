@@ -10,7 +10,8 @@ def main(smk) -> None:
         rl_update(smk.input.labels, smk.params.policy, smk.output.model, rl_cfg=smk.params.rl, seed=smk.params.seed,
                   checkpoint_dir=smk.params.checkpoint_dir, metrics_path=smk.output.metrics,
                   trust_remote_code=smk.params.trust_remote_code, method=smk.params.get("method", "rlmec"),
-                  instance_rewards=tuple(smk.params.get("instance_rewards", (1.0, -1.0))))
+                  instance_rewards=tuple(smk.params.get("instance_rewards", (1.0, -1.0))),
+                  dpo_beta=smk.params.get("dpo_beta", 0.1))
 
 
 if __name__ == "__main__":

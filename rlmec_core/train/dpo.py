@@ -1,0 +1,82 @@
+"""DPO on (correct, incorrect) sample pairs of the same problem (a preference baseline of issue 7).
+
+The reference policy is the sampling policy, whose per-token log-probs the label stage already stored
+(``old_logprobs``), so no second model is held in memory. Per pair ``(y+, y-)`` of one prompt ``x``:
+
+    m = beta * ((log pi(y+|x) - log ref(y+|x)) - (log pi(y-|x) - log ref(y-|x)))
+    L = -log sigmoid(m)              (mean over pairs)
+
+where ``log pi(y|x)`` sums the token log-probs of ``y`` (Rafailov et al., 2023).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from rlmec_core.logprobs import token_logprobs
+from rlmec_core.train.rl import RLExample
+
+
+@dataclass(frozen=True)
+class DPOPair:
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    chosen_ref: float  # sum of the reference log-probs of the chosen tokens
+    rejected_ids: list[int]
+    rejected_ref: float
+
+
+def make_pairs(examples: Sequence[RLExample], correct: Sequence[bool], problem_ids: Sequence[str]) -> list[DPOPair]:
+    """One pair per incorrect sample: it is rejected, and a correct sample of the same problem (taken in
+    turn) is chosen. Problems without both kinds give no pairs. Deterministic (file order)."""
+    by_problem: dict[str, tuple[list[RLExample], list[RLExample]]] = {}
+    for ex, ok, pid in zip(examples, correct, problem_ids, strict=True):
+        by_problem.setdefault(pid, ([], []))[0 if ok else 1].append(ex)
+    pairs = []
+    for good, bad in by_problem.values():
+        for i, rejected in enumerate(bad):
+            if not good:
+                break
+            chosen = good[i % len(good)]
+            pairs.append(DPOPair(chosen.prompt_ids, chosen.token_ids, float(sum(chosen.old_logprobs)),
+                                 rejected.token_ids, float(sum(rejected.old_logprobs))))
+    return pairs
+
+
+class DPOCollator:
+    """``input_ids``/``attention_mask``/``target_mask`` ``[2B, W]`` (rows ``b``: prompt + chosen, rows
+    ``B + b``: prompt + rejected, right padding) and ``chosen_ref``, ``rejected_ref`` ``[B]`` (reference
+    sequence log-probs)."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, pairs: Sequence[DPOPair]) -> dict[str, torch.Tensor]:
+        b = len(pairs)
+        rows = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [(p.prompt_ids, p.rejected_ids) for p in pairs]
+        width = max(len(pr) + len(y) for pr, y in rows)
+        ids = torch.full((2 * b, width), self.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((2 * b, width), dtype=torch.bool)
+        tmask = torch.zeros((2 * b, width), dtype=torch.bool)
+        for i, (pr, y) in enumerate(rows):
+            ids[i, : len(pr) + len(y)] = torch.tensor([*pr, *y], dtype=torch.long)
+            attn[i, : len(pr) + len(y)] = True
+            tmask[i, len(pr) : len(pr) + len(y)] = True
+        return {"chosen_ref": torch.tensor([p.chosen_ref for p in pairs], dtype=torch.float32),
+                "rejected_ref": torch.tensor([p.rejected_ref for p in pairs], dtype=torch.float32),
+                "input_ids": ids, "attention_mask": attn, "target_mask": tmask}
+
+
+def dpo_batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, beta: float
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean DPO loss of a collated batch; stats: reward margin, accuracy of the implicit reward."""
+    logp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["target_mask"]).sum(-1)  # [2B]
+    b = logp.shape[0] // 2
+    ratio = logp - torch.cat([batch["chosen_ref"], batch["rejected_ref"]]).to(logp.device)
+    margin = beta * (ratio[:b] - ratio[b:])
+    loss = -F.logsigmoid(margin).mean()
+    return loss, {"reward_margin": float(margin.detach().mean()), "reward_acc": float((margin > 0).float().mean())}
