@@ -76,7 +76,7 @@ def build_comparison(runs: Sequence[Mapping[str, Any]], *, test_problems: str | 
         per_run.append({
             "method": run["method"], "seed": run["seed"], "policy": policy,
             "accuracy": {s: acc[s]["accuracy"] for s in acc}, "test_total": acc["test"]["total"],
-            "wall_seconds": card.get("wall_seconds", 0.0), "tokens": card.get("tokens_seen", 0),
+            "wall_seconds": card.get("wall_seconds") or 0.0, "tokens": card.get("tokens_seen") or 0,
             "wrong_steps_per_solution": wrong_cache[policy],
         })
     methods: dict[str, dict[str, Any]] = {}

@@ -44,6 +44,36 @@ rule method_rl:
         "../scripts/rl.py"
 
 
+rule method_grpo:
+    input:
+        data=f"{DATA}/{SAMPLE['split']}.parquet",
+        policy=policy_requirement("sft"),
+    output:
+        model=directory(f"{RESULTS}/policy/grpo_s{{seed}}"),
+        metrics=f"{RESULTS}/train_logs/grpo_s{{seed}}.jsonl",
+    params:
+        policy=lambda wc: policy_dir("sft"),
+        adapter=TASK["adapter"],
+        prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
+        draw=canonical(SAMPLE["draws"]["rl"]),
+        sample=canonical({k: v for k, v in SAMPLE.items() if k not in ("split", "draws")}),
+        grpo=canonical(COMPARE["grpo"]),
+        seed=lambda wc: int(wc.seed),
+        trust_remote_code=config["engine"]["trust_remote_code"],
+        checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/grpo_s{wc.seed}",
+    wildcard_constraints:
+        seed=r"\d+",
+    log:
+        f"{LOGS}/method_grpo/grpo_s{{seed}}.log",
+    benchmark:
+        f"{BENCH}/method_grpo/grpo_s{{seed}}.tsv"
+    threads: workflow.cores
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/grpo.py"
+
+
 rule compare:
     input:
         metrics=[path for run in compare_run_files() for path in run["metrics"].values()],

@@ -1,0 +1,109 @@
+"""The GRPO baseline of the comparison (issue 7): TRL's ``GRPOTrainer`` with an outcome reward.
+
+The external anchor a user would otherwise pick: the same starting policy, the same problems as the RL
+draw (``sample.draws.rl``), the same number of sampled solutions per problem (``sample.n``) with the
+same temperature, top-p and length, and a reward of 1 for a correct final answer and 0 otherwise (the
+task adapter's check). Everything else is TRL's GRPO (group-normalised advantages, clipped ratio).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlmec_core.errors import DataError
+from rlmec_core.io import atomic_path
+from rlmec_core.sampling import load_tokenizer
+from rlmec_core.stages.data import load_problems
+from rlmec_core.stages.policy import MODEL_CARD
+from rlmec_core.tasks import get_adapter
+
+log = logging.getLogger(__name__)
+
+
+def outcome_reward(adapter):
+    """A TRL reward function: 1.0 when a completion's answer matches the row's ``answer``, else 0.0."""
+
+    def reward(completions: list[str], answer: list[str], **_: Any) -> list[float]:
+        return [1.0 if adapter.judge(c, a).correct else 0.0 for c, a in zip(completions, answer, strict=True)]
+
+    reward.__name__ = "outcome"
+    return reward
+
+
+def grpo_update(
+    problems_path: str | Path,
+    policy_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    adapter_name: str,
+    prompt_template: str | None,
+    draw: Mapping[str, int],
+    sample_cfg: Mapping[str, Any],
+    grpo_cfg: Mapping[str, Any],
+    seed: int,
+    checkpoint_dir: str | Path,
+    metrics_path: str | Path,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Train ``policy_dir`` with TRL's GRPO on the draw's problems; write an HF model directory."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    t0 = time.monotonic()
+    adapter = get_adapter(adapter_name, prompt_template)
+    problems = load_problems(problems_path)[draw["first"] : draw["first"] + draw["problems"]]
+    if not problems:
+        raise DataError(f"{problems_path}: the draw {dict(draw)} selects no problem")
+    data = Dataset.from_list([{"prompt": adapter.format_prompt(p.question), "answer": p.answer} for p in problems])
+    tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(str(policy_dir), trust_remote_code=trust_remote_code,
+                                                 use_safetensors=True, dtype=torch.float32)
+    n = int(sample_cfg["n"])
+    cuda = torch.cuda.is_available()
+    args = GRPOConfig(
+        output_dir=str(checkpoint_dir),
+        num_generations=n,
+        per_device_train_batch_size=n * int(grpo_cfg["problems_per_step"]),
+        max_completion_length=int(sample_cfg["max_new_tokens"]),
+        temperature=float(sample_cfg["temperature"]),
+        top_p=float(sample_cfg["top_p"]),
+        learning_rate=float(grpo_cfg["lr"]),
+        num_train_epochs=float(grpo_cfg["epochs"]),
+        beta=float(grpo_cfg["beta"]),
+        lr_scheduler_type="cosine",
+        logging_steps=int(grpo_cfg["log_every"]),
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        disable_tqdm=False,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=[outcome_reward(adapter)], args=args, train_dataset=data,
+                          processing_class=tokenizer)
+    log.info("GRPO on %d problems x %d samples: %s", len(problems), n, dict(grpo_cfg))
+    result = trainer.train()
+    records = [{**r, "step": r.get("step", i + 1)} for i, r in enumerate(trainer.state.log_history)
+               if "loss" in r or "reward" in r]
+    Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(metrics_path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    card = {"stage": "grpo", "method": "grpo", "init_model": str(policy_dir), "problems": len(problems),
+            "num_generations": n, "grpo": dict(grpo_cfg), "steps": trainer.state.global_step,
+            "wall_seconds": time.monotonic() - t0, "train_runtime": result.metrics.get("train_runtime"),
+            "tokens_seen": int(trainer.state.num_input_tokens_seen or 0) or None,
+            "prompt_template": adapter.prompt_template}
+    with atomic_path(out_dir) as tmp:
+        trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    log.info("GRPO policy saved to %s: %d steps, %.0f s", out_dir, card["steps"], card["wall_seconds"])
+    return card
