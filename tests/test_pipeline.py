@@ -164,13 +164,15 @@ def test_compare_target_runs_every_method_on_the_same_samples(smoke_run):
     plan = snakemake(work, "compare", "-n", "--configfile", "config/smoke.yaml")
     assert plan.returncode == 0, plan.stderr
     jobs = planned_jobs(plan.stdout + plan.stderr)
-    # 8 trained methods x 1 seed, the default RLMEC run reused; only the teacher-rewrite ablation needs new labels
-    assert jobs == {"label_teacher": 1, "method_rl": 6, "method_grpo": 1, "evaluate": 7, "compare": 1}
+    # 9 trained methods x 1 seed, the default RLMEC run reused; the teacher-rewrite ablation needs its own labels,
+    # the second round its own samples, GRM rewrites and labels
+    assert jobs == {"label_teacher": 1, "method_rl": 6, "method_grpo": 1, "sample": 1, "grm_rewrite_round2": 1,
+                    "label_round2": 1, "method_round2": 1, "evaluate": 8, "compare": 1}
     proc = snakemake(work, "compare", "--configfile", "config/smoke.yaml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     table = json.loads((work / "results" / "smoke" / "compare" / "table.json").read_text())
     assert list(table["methods"]) == ["sft", "rft", "instance_rl", "dpo", "grpo", "rlmec", "rlmec_no_imitation",
-                                      "rlmec_imitation_only", "rlmec_teacher_rewrites"]
+                                      "rlmec_imitation_only", "rlmec_teacher_rewrites", "rlmec_2rounds"]
     for name, m in table["methods"].items():
         assert 0.0 <= m["test_mean"] <= 1.0 and m["wrong_steps_per_solution"] is not None, name
     runs = {r["method"]: r for r in table["runs"]}

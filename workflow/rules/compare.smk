@@ -74,6 +74,67 @@ rule method_grpo:
         "../scripts/grpo.py"
 
 
+# A second RLMEC round (not in the paper): the RLMEC policy samples the rl draw again, the GRM rewrites and
+# labels those samples, and RLMEC trains again from the RLMEC policy.
+use rule grm_rewrite as grm_rewrite_round2 with:
+    input:
+        model=f"{RESULTS}/grm/model",
+        samples=f"{RESULTS}/samples/rlmec/rl.parquet",
+        problems=f"{DATA}/{SAMPLE['split']}.parquet",
+    output:
+        rewrites=f"{RESULTS}/round2/rewrites.parquet",
+        metrics=f"{RESULTS}/round2/rewrites_metrics.json",
+    log:
+        f"{LOGS}/grm_rewrite_round2.log",
+    benchmark:
+        f"{BENCH}/grm_rewrite_round2.tsv"
+
+
+use rule label as label_round2 with:
+    input:
+        grm=f"{RESULTS}/grm/model",
+        policy=f"{RESULTS}/policy/rlmec",
+        rewrites=f"{RESULTS}/round2/rewrites.parquet",
+        samples=f"{RESULTS}/samples/rlmec/rl.parquet",
+    output:
+        labels=f"{RESULTS}/round2/token_rewards.parquet",
+        metrics=f"{RESULTS}/round2/label_metrics.json",
+    params:
+        policy=lambda wc: policy_dir("rlmec"),
+        label=canonical(LABEL),
+        grm=canonical({k: GRM[k] for k in ("prompts",)}),
+        adapter=TASK["adapter"],
+        engine=canonical(config["engine"]),
+    log:
+        f"{LOGS}/label_round2.log",
+    benchmark:
+        f"{BENCH}/label_round2.tsv"
+
+
+use rule method_rl as method_round2 with:
+    input:
+        labels=f"{RESULTS}/round2/token_rewards.parquet",
+        policy=f"{RESULTS}/policy/rlmec",
+    output:
+        model=directory(f"{RESULTS}/policy/rlmec_2rounds_s{{seed}}"),
+        metrics=f"{RESULTS}/train_logs/rlmec_2rounds_s{{seed}}.jsonl",
+    params:
+        policy=lambda wc: policy_dir("rlmec"),
+        rl=canonical(config["rl"]),
+        method="rlmec",
+        instance_rewards=COMPARE["instance_rewards"],
+        dpo_beta=COMPARE["dpo_beta"],
+        seed=lambda wc: int(wc.seed),
+        trust_remote_code=config["engine"]["trust_remote_code"],
+        checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/rlmec_2rounds_s{wc.seed}",
+    wildcard_constraints:
+        seed=r"\d+",
+    log:
+        f"{LOGS}/method_rl/rlmec_2rounds_s{{seed}}.log",
+    benchmark:
+        f"{BENCH}/method_rl/rlmec_2rounds_s{{seed}}.tsv"
+
+
 rule compare:
     input:
         metrics=[path for run in compare_run_files() for path in run["metrics"].values()],
