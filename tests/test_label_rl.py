@@ -370,8 +370,18 @@ def test_dpo_pairs_and_loss(labelled, tmp_path):
     expected = sum(math.log1p(math.exp(-m)) for m in margins) / len(margins)
     assert float(loss) == pytest.approx(expected, rel=1e-4)
     rl = cfg("rl", train={"epochs": 1, "lr": 1e-3, "batch_size": 4, "log_every": 1})
+    from rlmec_core.train.dpo import pairs_from_samples
+
+    sample_rows = read_parquet(labelled["samples"], SAMPLES).to_pylist()
+    sample_pairs = pairs_from_samples(sample_rows, AutoTokenizer.from_pretrained(str(labelled["policy"])))
+    # every wrong sample of a problem with a correct one is rejected once (duplicates counted once)
+    assert len(sample_pairs) == len({(r["problem_id"], r["completion"]) for r in sample_rows if not r["correct"]})
+    with pytest.raises(DataError, match="needs the samples"):
+        rl_update(labelled["labels"], labelled["policy"], tmp_path / "x", rl_cfg=cfg("rl"), seed=0,
+                  checkpoint_dir=tmp_path / "c0", metrics_path=tmp_path / "m0.jsonl", method="dpo")
     card = rl_update(labelled["labels"], labelled["policy"], tmp_path / "dpo", rl_cfg=rl, seed=0,
-                     checkpoint_dir=tmp_path / "c", metrics_path=tmp_path / "m.jsonl", method="dpo", dpo_beta=0.1)
-    assert card["train_examples"] == len(pairs) and card["dpo_beta"] == 0.1
+                     checkpoint_dir=tmp_path / "c", metrics_path=tmp_path / "m.jsonl", method="dpo", dpo_beta=0.1,
+                     samples_path=labelled["samples"])
+    assert card["train_examples"] == len(sample_pairs) and card["dpo_beta"] == 0.1
     first = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0])
     assert first["loss"] == pytest.approx(math.log(2), abs=0.05) and "reward_margin" in first

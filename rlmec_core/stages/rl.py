@@ -23,9 +23,9 @@ from rlmec_core.io import atomic_path, read_parquet
 from rlmec_core.losses import RATIO_FORMS
 from rlmec_core.methods import get_method, method_examples
 from rlmec_core.sampling import load_tokenizer
-from rlmec_core.schemas import TOKEN_REWARDS
+from rlmec_core.schemas import SAMPLES, TOKEN_REWARDS
 from rlmec_core.stages.policy import MODEL_CARD, train_settings
-from rlmec_core.train.dpo import DPOCollator, dpo_batch_loss, make_pairs
+from rlmec_core.train.dpo import DPOCollator, dpo_batch_loss, pairs_from_samples, with_reference
 from rlmec_core.train.loop import TrainResult, train
 from rlmec_core.train.rl import RLCollator, RLExample, count_rl_tokens, rl_batch_loss
 
@@ -72,11 +72,13 @@ def rl_update(
     method: str = "rlmec",
     instance_rewards: tuple[float, float] = (1.0, -1.0),
     dpo_beta: float = 0.1,
+    samples_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train ``policy_dir`` on ``labels_path`` with ``rlmec_loss``; write the updated policy to ``out_dir``.
 
     ``method`` (``rlmec_core.methods``) turns the labels into the examples of a baseline or ablation
-    (same samples, same loss machinery); ``rlmec`` uses them as they are.
+    (same samples, same loss machinery); ``rlmec`` uses them as they are. ``dpo`` pairs the correct and
+    wrong samples of ``samples_path`` (the draw the labels were made from) instead.
     """
     from transformers import AutoModelForCausalLM
 
@@ -84,18 +86,19 @@ def rl_update(
         raise DataError(f"rl.ratio_form={rl_cfg['ratio_form']!r}: expected one of {sorted(RATIO_FORMS)}")
     examples, correct = load_labelled(labels_path)
     spec = get_method(method)
+    tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)
     dataset: list[Any] = examples
     if method == "dpo":
-        problem_ids = read_parquet(labels_path, TOKEN_REWARDS).column("problem_id").to_pylist()
-        dataset = make_pairs(examples, correct, problem_ids)
+        if samples_path is None:
+            raise DataError("method dpo needs the samples the labels were made from (samples_path)")
+        dataset = pairs_from_samples(read_parquet(samples_path, SAMPLES).to_pylist(), tokenizer)
         if not dataset:
-            raise DataError(f"{labels_path}: no problem has both a correct and a wrong labelled sample: no DPO pair")
+            raise DataError(f"{samples_path}: no problem has both a correct and a wrong sample: no DPO pair")
     elif method != "rlmec":
         try:
             dataset = examples = method_examples(spec, examples, correct, instance_rewards=tuple(instance_rewards))
         except ValueError as exc:
             raise DataError(f"{labels_path}: {exc}") from None
-    tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)
     settings = train_settings(rl_cfg["train"], seed)
     dtype = torch.bfloat16 if settings.mixed_precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(policy_dir), dtype=dtype, trust_remote_code=trust_remote_code,
@@ -120,7 +123,9 @@ def rl_update(
             (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
 
     if method == "dpo":
+        dataset = with_reference(dataset, model, tokenizer.pad_token_id)
         card["dpo_beta"] = dpo_beta
+        card["samples"] = str(samples_path)
         collate: Any = DPOCollator(tokenizer.pad_token_id)
         loss_fn = functools.partial(dpo_batch_loss, beta=dpo_beta)
     else:

@@ -1,7 +1,8 @@
 """DPO on (correct, incorrect) sample pairs of the same problem (a preference baseline of issue 7).
 
-The reference policy is the sampling policy, whose per-token log-probs the label stage already stored
-(``old_logprobs``), so no second model is held in memory. Per pair ``(y+, y-)`` of one prompt ``x``:
+Pairs come from the same draw of samples RLMEC is labelled from (every sample of it, not only those
+with a verified rewrite). The reference policy is the sampling policy; its sequence log-probs are
+computed once before training, so no second model is held in memory. Per pair ``(y+, y-)`` of ``x``:
 
     m = beta * ((log pi(y+|x) - log ref(y+|x)) - (log pi(y-|x) - log ref(y-|x)))
     L = -log sigmoid(m)              (mean over pairs)
@@ -28,6 +29,47 @@ class DPOPair:
     chosen_ref: float  # sum of the reference log-probs of the chosen tokens
     rejected_ids: list[int]
     rejected_ref: float
+
+
+def pairs_from_samples(rows: Sequence[dict], tokenizer) -> list[DPOPair]:
+    """Pairs from a samples table's rows (``SAMPLES`` columns): per problem, distinct correct and distinct
+    wrong completions (after whitespace/punctuation normalisation); one pair per wrong completion, with
+    the problem's correct ones chosen in turn. Sequences are the sampled token ids, plus EOS when the
+    sample stopped by itself. Reference log-probs are left at 0 (see :func:`with_reference`)."""
+    from rlmec_core.stages.label import normalise_solution
+
+    by_problem: dict[str, tuple[dict, dict]] = {}
+    for r in rows:
+        if r["finish_reason"] == "prompt_too_long":
+            continue
+        good, bad = by_problem.setdefault(r["problem_id"], ({}, {}))
+        (good if r["correct"] else bad).setdefault(normalise_solution(r["completion"]), r)
+    eos = [tokenizer.eos_token_id]
+    prompts: dict[str, list[int]] = {}
+    pairs = []
+    for good, bad in by_problem.values():
+        chosen = list(good.values())
+        for i, rejected in enumerate(bad.values()):
+            if not chosen:
+                break
+            c = chosen[i % len(chosen)]
+            if c["prompt"] not in prompts:
+                prompts[c["prompt"]] = tokenizer(c["prompt"], add_special_tokens=True)["input_ids"]
+            seq = [list(x["token_ids"]) + (eos if x["finish_reason"] == "stop" else []) for x in (c, rejected)]
+            pairs.append(DPOPair(prompts[c["prompt"]], seq[0], 0.0, seq[1], 0.0))
+    return pairs
+
+
+def with_reference(pairs: Sequence[DPOPair], model: torch.nn.Module, pad_token_id: int) -> list[DPOPair]:
+    """``pairs`` with the reference sequence log-probs of ``model`` (batched, length-bucketed)."""
+    from rlmec_core.scoring import score_targets
+
+    prompts = [p.prompt_ids for p in pairs] * 2
+    targets = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+    logps = score_targets(model, prompts, targets, pad_token_id=pad_token_id, progress="dpo-reference")
+    n = len(pairs)
+    return [DPOPair(p.prompt_ids, p.chosen_ids, float(logps[i].sum()), p.rejected_ids, float(logps[n + i].sum()))
+            for i, p in enumerate(pairs)]
 
 
 def make_pairs(examples: Sequence[RLExample], correct: Sequence[bool], problem_ids: Sequence[str]) -> list[DPOPair]:

@@ -17,6 +17,7 @@ use rule label as label_teacher with:
 rule method_rl:
     input:
         labels=lambda wc: METHOD_LABELS.get(wc.method, f"{RESULTS}/label/token_rewards.parquet"),
+        samples=f"{RESULTS}/samples/sft/{GRM['rewrite_draw']}.parquet",  # the draw the labels come from (DPO's pairs)
         policy=policy_requirement("sft"),
     output:
         model=directory(f"{RESULTS}/policy/{{method}}_s{{seed}}"),
@@ -114,6 +115,7 @@ use rule label as label_round2 with:
 use rule method_rl as method_round2 with:
     input:
         labels=f"{RESULTS}/round2/token_rewards.parquet",
+        samples=f"{RESULTS}/samples/rlmec/rl.parquet",
         policy=f"{RESULTS}/policy/rlmec",
     output:
         model=directory(f"{RESULTS}/policy/rlmec_2rounds_s{{seed}}"),

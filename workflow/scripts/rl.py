@@ -11,7 +11,7 @@ def main(smk) -> None:
                   checkpoint_dir=smk.params.checkpoint_dir, metrics_path=smk.output.metrics,
                   trust_remote_code=smk.params.trust_remote_code, method=smk.params.get("method", "rlmec"),
                   instance_rewards=tuple(smk.params.get("instance_rewards", (1.0, -1.0))),
-                  dpo_beta=smk.params.get("dpo_beta", 0.1))
+                  dpo_beta=smk.params.get("dpo_beta", 0.1), samples_path=smk.input.get("samples"))
 
 
 if __name__ == "__main__":
