@@ -50,7 +50,7 @@ from rlmec_core.inspect import (
     solution_steps,
 )
 from rlmec_core.io import PathLike, atomic_path, iter_jsonl, read_json, read_parquet, write_text_atomic
-from rlmec_core.rewards import step_reward_sums
+from rlmec_core.rewards import check_clip, step_reward_sums
 from rlmec_core.schemas import TOKEN_REWARDS
 
 __all__ = ["build_report", "find_run_inputs", "RunInputs", "eval_paths_by_policy", "select_examples"]
@@ -589,8 +589,8 @@ def build_report(
         DataError: an input is missing, empty or malformed (the message names the file).
         ValueError: ``n_examples`` is negative or a clip pair is malformed.
     """
-    pos = _clip_pair("pos_clip", pos_clip)
-    neg = _clip_pair("neg_clip", neg_clip)
+    pos = check_clip("pos_clip", pos_clip)
+    neg = check_clip("neg_clip", neg_clip)
     if n_examples < 0:
         raise ValueError(f"n_examples must be >= 0, got {n_examples}")
     if not eval_metrics or not any(eval_metrics.values()):
@@ -710,13 +710,3 @@ def build_report(
 
 def _anchor(section: str) -> str:
     return section.lower().replace(" ", "-")
-
-
-def _clip_pair(name: str, clip: Sequence[float]) -> tuple[float, float]:
-    try:
-        lo, hi = (float(c) for c in clip)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {clip!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-        raise ValueError(f"{name} must be a finite pair with low <= high, got {clip!r}")
-    return lo, hi

@@ -26,7 +26,8 @@ __all__ = ["token_rewards", "step_reward_sums", "sequence_rewards_to_tokens"]
 ProbsT = TypeVar("ProbsT", Sequence[float], np.ndarray, torch.Tensor)
 
 
-def _check_clip(name: str, clip: tuple[float, float]) -> tuple[float, float]:
+def check_clip(name: str, clip: tuple[float, float]) -> tuple[float, float]:
+    """``clip`` as a ``(low, high)`` float pair, finite with ``low <= high`` (``ValueError`` naming ``name``)."""
     try:
         lo, hi = (float(c) for c in clip)
     except (TypeError, ValueError):
@@ -69,8 +70,8 @@ def token_rewards(
     """
     if not isinstance(correct, (bool, np.bool_)):
         raise ValueError(f"correct must be a bool, got {correct!r} ({type(correct).__name__})")
-    lo, hi = _check_clip("pos_clip" if correct else "neg_clip", pos_clip if correct else neg_clip)
-    _check_clip("neg_clip" if correct else "pos_clip", neg_clip if correct else pos_clip)
+    lo, hi = check_clip("pos_clip" if correct else "neg_clip", pos_clip if correct else neg_clip)
+    check_clip("neg_clip" if correct else "pos_clip", neg_clip if correct else pos_clip)
 
     if isinstance(probs, torch.Tensor):
         p = probs if probs.is_floating_point() else probs.to(torch.get_default_dtype())

@@ -341,18 +341,18 @@ def test_baselines_train_through_the_same_update(labelled, tmp_path, method):
 
 
 def test_dpo_pairs_and_loss(labelled, tmp_path):
-    from rlmec_core.train.dpo import DPOCollator, dpo_batch_loss, make_pairs
+    from rlmec_core.train.dpo import DPOCollator, dpo_batch_loss, pairs_from_samples, with_reference
 
-    table = pq.read_table(labelled["labels"]).to_pylist()
-    examples = load_rl_examples(labelled["labels"])
-    correct, problems = [r["correct"] for r in table], [r["problem_id"] for r in table]
-    pairs = make_pairs(examples, correct, problems)
-    wrong_with_partner = sum(1 for r in table if not r["correct"]
-                             and any(o["correct"] and o["problem_id"] == r["problem_id"] for o in table))
-    assert len(pairs) == wrong_with_partner > 0
-    by_ids = {tuple(e.token_ids): ok for e, ok in zip(examples, correct, strict=True)}
-    assert all(by_ids[tuple(p.chosen_ids)] and not by_ids[tuple(p.rejected_ids)] for p in pairs)
+    tok = AutoTokenizer.from_pretrained(str(labelled["policy"]))
+    sample_rows = read_parquet(labelled["samples"], SAMPLES).to_pylist()
+    sample_pairs = pairs_from_samples(sample_rows, tok)
+    # every wrong sample of a problem with a correct one is rejected once (duplicates counted once)
+    assert len(sample_pairs) == len({(r["problem_id"], r["completion"]) for r in sample_rows if not r["correct"]}) > 0
+    eos = [tok.eos_token_id]
+    by_ids = {tuple(r["token_ids"] + (eos if r["finish_reason"] == "stop" else [])): r["correct"] for r in sample_rows}
+    assert all(by_ids[tuple(p.chosen_ids)] and not by_ids[tuple(p.rejected_ids)] for p in sample_pairs)
     model = AutoModelForCausalLM.from_pretrained(str(labelled["policy"]))
+    pairs = with_reference(sample_pairs, model, tok.pad_token_id)
     batch = DPOCollator(0)(pairs)
     loss, stats = dpo_batch_loss(model, batch, beta=0.1)
     assert float(loss.detach()) == pytest.approx(math.log(2), abs=1e-4)  # the policy is its own reference
@@ -370,12 +370,6 @@ def test_dpo_pairs_and_loss(labelled, tmp_path):
     expected = sum(math.log1p(math.exp(-m)) for m in margins) / len(margins)
     assert float(loss) == pytest.approx(expected, rel=1e-4)
     rl = cfg("rl", train={"epochs": 1, "lr": 1e-3, "batch_size": 4, "log_every": 1})
-    from rlmec_core.train.dpo import pairs_from_samples
-
-    sample_rows = read_parquet(labelled["samples"], SAMPLES).to_pylist()
-    sample_pairs = pairs_from_samples(sample_rows, AutoTokenizer.from_pretrained(str(labelled["policy"])))
-    # every wrong sample of a problem with a correct one is rejected once (duplicates counted once)
-    assert len(sample_pairs) == len({(r["problem_id"], r["completion"]) for r in sample_rows if not r["correct"]})
     with pytest.raises(DataError, match="needs the samples"):
         rl_update(labelled["labels"], labelled["policy"], tmp_path / "x", rl_cfg=cfg("rl"), seed=0,
                   checkpoint_dir=tmp_path / "c0", metrics_path=tmp_path / "m0.jsonl", method="dpo")

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -30,12 +29,12 @@ from rlmec_core.edits import align
 from rlmec_core.errors import DataError
 from rlmec_core.grm.data import build_examples
 from rlmec_core.grm.prompts import GRMPrompts
-from rlmec_core.io import atomic_path, read_parquet, write_json_atomic, write_parquet
+from rlmec_core.io import read_parquet, write_json_atomic, write_parquet
 from rlmec_core.sampling import EngineSettings, SampleSettings, generate, load_tokenizer, resolve_dtype
 from rlmec_core.schemas import GRM_DATA, REWRITES, SAMPLES
 from rlmec_core.scoring import score_targets
 from rlmec_core.stages.data import load_problems
-from rlmec_core.stages.policy import MODEL_CARD, train_settings
+from rlmec_core.stages.policy import train_settings, write_model_dir
 from rlmec_core.stages.teacher import Item, distinct_predictions, measure_edits, rewrite_row
 from rlmec_core.tasks import TaskAdapter, get_adapter
 from rlmec_core.teacher.protocol import parse_continuation, parse_error_step
@@ -121,10 +120,7 @@ def train_grm(data_path: str | Path, init_model: str | Path, out_dir: str | Path
         if hasattr(unwrapped, "merge_and_unload"):  # LoRA: fold the adapters into plain weights
             unwrapped = unwrapped.merge_and_unload()
             state_dict = unwrapped.state_dict()
-        with atomic_path(out_dir) as tmp:
-            unwrapped.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
-            tokenizer.save_pretrained(str(tmp))
-            (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+        write_model_dir(out_dir, unwrapped, tokenizer, card, state_dict)
 
     loss_fn = functools.partial(sft_loss, normalization=settings.loss_normalization)
     result = train(model, examples, SFTCollator(tokenizer.pad_token_id), loss_fn, settings,

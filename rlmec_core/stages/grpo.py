@@ -21,7 +21,7 @@ from rlmec_core.errors import DataError
 from rlmec_core.io import atomic_path
 from rlmec_core.sampling import load_tokenizer
 from rlmec_core.stages.data import load_problems
-from rlmec_core.stages.policy import MODEL_CARD
+from rlmec_core.stages.policy import write_model_dir
 from rlmec_core.tasks import get_adapter
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,6 @@ def grpo_update(
             "wall_seconds": time.monotonic() - t0, "train_runtime": result.metrics.get("train_runtime"),
             "tokens_seen": int(trainer.state.num_input_tokens_seen or 0) or None,
             "prompt_template": adapter.prompt_template}
-    with atomic_path(out_dir) as tmp:
-        trainer.model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+    write_model_dir(out_dir, trainer.model, tokenizer, card)
     log.info("GRPO policy saved to %s: %d steps, %.0f s", out_dir, card["steps"], card["wall_seconds"])
     return card

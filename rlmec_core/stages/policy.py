@@ -32,6 +32,15 @@ log = logging.getLogger(__name__)
 MODEL_CARD = "rlmec_model.json"
 
 
+def write_model_dir(out_dir: str | Path, model: torch.nn.Module, tokenizer, card: dict[str, Any],
+                    state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Atomically write an HF ``save_pretrained`` directory (safetensors) with the tokenizer and the model card."""
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+
+
 def train_settings(cfg: Mapping[str, Any], seed: int) -> TrainSettings:
     """``TrainSettings`` from a config ``train`` block (unknown keys were rejected by the schema)."""
     kwargs = dict(cfg)
@@ -97,10 +106,7 @@ def bootstrap_policy(
 
     def save(unwrapped: torch.nn.Module, state_dict: dict[str, torch.Tensor], result: TrainResult) -> None:
         card.update(asdict(result))
-        with atomic_path(out_dir) as tmp:
-            unwrapped.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
-            tokenizer.save_pretrained(str(tmp))
-            (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+        write_model_dir(out_dir, unwrapped, tokenizer, card, state_dict)
 
     result = train(
         model,

@@ -19,12 +19,12 @@ from typing import Any
 import torch
 
 from rlmec_core.errors import DataError
-from rlmec_core.io import atomic_path, read_parquet
+from rlmec_core.io import read_parquet
 from rlmec_core.losses import RATIO_FORMS
 from rlmec_core.methods import get_method, method_examples
 from rlmec_core.sampling import load_tokenizer
 from rlmec_core.schemas import SAMPLES, TOKEN_REWARDS
-from rlmec_core.stages.policy import MODEL_CARD, train_settings
+from rlmec_core.stages.policy import MODEL_CARD, train_settings, write_model_dir
 from rlmec_core.train.dpo import DPOCollator, dpo_batch_loss, pairs_from_samples, with_reference
 from rlmec_core.train.loop import TrainResult, train
 from rlmec_core.train.rl import RLCollator, RLExample, count_rl_tokens, rl_batch_loss
@@ -117,10 +117,7 @@ def rl_update(
 
     def save(unwrapped: torch.nn.Module, state_dict: dict[str, torch.Tensor], result: TrainResult) -> None:
         card.update(asdict(result))
-        with atomic_path(out_dir) as tmp:
-            unwrapped.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
-            tokenizer.save_pretrained(str(tmp))
-            (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+        write_model_dir(out_dir, unwrapped, tokenizer, card, state_dict)
 
     if method == "dpo":
         dataset = with_reference(dataset, model, tokenizer.pad_token_id)

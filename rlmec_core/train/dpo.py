@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from rlmec_core.logprobs import token_logprobs
-from rlmec_core.train.rl import RLExample
 
 
 @dataclass(frozen=True)
@@ -70,23 +69,6 @@ def with_reference(pairs: Sequence[DPOPair], model: torch.nn.Module, pad_token_i
     n = len(pairs)
     return [DPOPair(p.prompt_ids, p.chosen_ids, float(logps[i].sum()), p.rejected_ids, float(logps[n + i].sum()))
             for i, p in enumerate(pairs)]
-
-
-def make_pairs(examples: Sequence[RLExample], correct: Sequence[bool], problem_ids: Sequence[str]) -> list[DPOPair]:
-    """One pair per incorrect sample: it is rejected, and a correct sample of the same problem (taken in
-    turn) is chosen. Problems without both kinds give no pairs. Deterministic (file order)."""
-    by_problem: dict[str, tuple[list[RLExample], list[RLExample]]] = {}
-    for ex, ok, pid in zip(examples, correct, problem_ids, strict=True):
-        by_problem.setdefault(pid, ([], []))[0 if ok else 1].append(ex)
-    pairs = []
-    for good, bad in by_problem.values():
-        for i, rejected in enumerate(bad):
-            if not good:
-                break
-            chosen = good[i % len(good)]
-            pairs.append(DPOPair(chosen.prompt_ids, chosen.token_ids, float(sum(chosen.old_logprobs)),
-                                 rejected.token_ids, float(sum(rejected.old_logprobs))))
-    return pairs
 
 
 class DPOCollator:
