@@ -53,12 +53,73 @@ def _stats(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
+def build_sweep(runs: Sequence[Mapping[str, Any]], *, in_use: Mapping[str, float], seed: int, out_md: str | Path,
+                out_json: str | Path) -> dict[str, Any]:
+    """The learning-rate sweep table: validation accuracy of every (method, lr) run of one seed.
+
+    ``runs``: dicts with ``method``, ``lr``, ``policy`` and ``metrics`` (its *validation* metrics.json; the
+    test split is never read here); ``in_use``: the lr each method is compared with (``compare.lr``).
+    For each method the best lr is the one with the highest validation accuracy (ties: the smaller lr);
+    ``in_use_is_best`` says whether the comparison uses it.
+    """
+    methods: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        metrics = _read_json(run["metrics"])
+        split = metrics.get("split") or (Path(metrics["data"]).stem if metrics.get("data") else "validation")
+        if split != "validation":
+            raise ValueError(f"{run['metrics']}: sweep metrics must be of the validation split, got {split!r}")
+        entry = methods.setdefault(run["method"], {"validation": {}, "policies": {}})
+        entry["validation"][float(run["lr"])] = float(metrics["accuracy"])
+        entry["policies"][float(run["lr"])] = run["policy"]
+    for name, entry in methods.items():
+        best = max(sorted(entry["validation"]), key=lambda lr: entry["validation"][lr])
+        used = in_use.get(name)
+        entry.update(best_lr=best, in_use=used, in_use_is_best=used is not None and math.isclose(used, best))
+    summary = {"seed": seed, "split": "validation",
+               "methods": {m: {**e, "validation": {f"{lr:g}": a for lr, a in e["validation"].items()},
+                               "policies": {f"{lr:g}": p for lr, p in e["policies"].items()}}
+                           for m, e in methods.items()}}
+    write_json_atomic(out_json, summary)
+    write_text_atomic(out_md, _sweep_markdown(summary))
+    return summary
+
+
+def sweep_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]], str]:
+    """The sweep table: head, rows (the best validation accuracy of a method marked ``**``) and its intro."""
+    lrs = sorted({float(lr) for m in summary["methods"].values() for lr in m["validation"]})
+    head = ["method", *[f"lr {lr:g}" for lr in lrs], "best", "compared at"]
+    rows = []
+    for name, m in summary["methods"].items():
+        cells = []
+        for lr in lrs:
+            acc = m["validation"].get(f"{lr:g}")
+            text = "" if acc is None else f"{100 * acc:.1f}"
+            cells.append(f"**{text}**" if acc is not None and math.isclose(lr, m["best_lr"]) else text)
+        used = m["in_use"]
+        used_text = "n/a" if used is None else f"{used:g}" + ("" if m["in_use_is_best"] else " (**not the best**)")
+        rows.append([name, *cells, f"{m['best_lr']:g}", used_text])
+    intro = (f"Validation accuracy % of each method trained at each peak learning rate (seed {summary['seed']}; "
+             "the test split is not read). **Bold**: the best; the comparison uses the lr of `compare.lr` "
+             "(else `rl.train.lr`, `compare.grpo.lr` for grpo).")
+    return head, rows, intro
+
+
+def _sweep_markdown(summary: Mapping[str, Any]) -> str:
+    head, rows, intro = sweep_table(summary)
+    lines = ["## Learning rates chosen on the validation split", "", intro, "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join([f"`{r[0]}`", *r[1:]]) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def build_comparison(runs: Sequence[Mapping[str, Any]], *, test_problems: str | Path, out_md: str | Path,
                      out_json: str | Path, out_png: str | Path,
-                     rl_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     rl_cfg: Mapping[str, Any] | None = None, sweep_json: str | Path | None = None) -> dict[str, Any]:
     """``runs``: dicts with ``method``, ``seed``, ``policy`` (its name), ``model`` (its directory, with
-    ``rlmec_model.json`` for trained methods), ``metrics`` ({split: metrics.json}, ``test`` included) and
-    ``predictions`` (its greedy test predictions); ``test_problems``: the test split's problems."""
+    ``rlmec_model.json`` for trained methods), ``metrics`` ({split: metrics.json}, ``test`` included),
+    ``predictions`` (its greedy test predictions) and optionally ``lr`` (its peak learning rate);
+    ``test_problems``: the test split's problems; ``sweep_json``: the output of :func:`build_sweep`, whose
+    table is appended to the Markdown."""
     from rlmec_core.stages.data import load_problems
 
     questions = {p.id: p.question for p in load_problems(test_problems)}
@@ -77,7 +138,7 @@ def build_comparison(runs: Sequence[Mapping[str, Any]], *, test_problems: str | 
             "method": run["method"], "seed": run["seed"], "policy": policy,
             "accuracy": {s: acc[s]["accuracy"] for s in acc}, "test_total": acc["test"]["total"],
             "wall_seconds": card.get("wall_seconds") or 0.0, "tokens": card.get("tokens_seen") or 0,
-            "wrong_steps_per_solution": wrong_cache[policy],
+            "wrong_steps_per_solution": wrong_cache[policy], "lr": run.get("lr"),
         })
     methods: dict[str, dict[str, Any]] = {}
     for name in dict.fromkeys(r["method"] for r in per_run):
@@ -87,7 +148,7 @@ def build_comparison(runs: Sequence[Mapping[str, Any]], *, test_problems: str | 
         binom = test_mean * (1 - test_mean) / max(n_test, 1)
         ws = [r["wrong_steps_per_solution"] for r in rs if r["wrong_steps_per_solution"] is not None]
         methods[name] = {
-            "seeds": [r["seed"] for r in rs],
+            "seeds": [r["seed"] for r in rs], "lr": rs[0]["lr"],
             "test_mean": test_mean, "test_std": test_std,
             "test_mean_var": (test_std ** 2 + binom) / len(rs),
             "validation_mean": _stats([r["accuracy"]["validation"] for r in rs])[0]
@@ -109,7 +170,8 @@ def build_comparison(runs: Sequence[Mapping[str, Any]], *, test_problems: str | 
     beats_instance = [v["rlmec_better_beyond_noise"] for k, v in verdict.items() if k in INSTANCE_LEVEL]
     summary = {"runs": per_run, "methods": methods, "rlmec_vs": verdict,
                "rlmec_beats_every_instance_level_method": bool(beats_instance) and all(beats_instance),
-               "train_settings": dict((rl_cfg or {}).get("train", {}))}
+               "train_settings": dict((rl_cfg or {}).get("train", {})),
+               "sweep": json.loads(Path(sweep_json).read_text()) if sweep_json else None}
     write_json_atomic(out_json, summary)
     write_text_atomic(out_md, _markdown(summary))
     _chart(methods, out_png)
@@ -120,17 +182,24 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
 
 
-def _markdown(summary: Mapping[str, Any]) -> str:
+COMPARISON_HEAD = ("method", "seeds", "lr", "test accuracy % (mean +- std)", "validation %", "train wall s",
+                   "tokens processed", "wrong steps / solution", "RLMEC - method (pp)")
+
+
+def comparison_intro(summary: Mapping[str, Any]) -> str:
+    return ("Test accuracy is the mean +- std over seeds of greedy accuracy on the test split; every method trains "
+            "the same starting policy on the same labelled samples with the same loss machinery and the same "
+            f"`rl.train` settings ({json.dumps(summary['train_settings'])}) except the peak learning rate (column "
+            "`lr`), which is chosen per method on the validation split only (sweep table below, when run); grpo "
+            "samples on-line from the same problems with the same number of solutions per problem. Wrong steps: "
+            "mean locally wrong steps per greedy test solution (oracle).")
+
+
+def comparison_rows(summary: Mapping[str, Any]) -> tuple[list[list[str]], str]:
+    """The comparison table's rows (cells as text, in :data:`COMPARISON_HEAD` order) and its verdict sentence."""
     methods, verdict = summary["methods"], summary["rlmec_vs"]
     sft_ws = methods.get("sft", {}).get("wrong_steps_per_solution")
-    lines = ["# Methods compared on the same samples", "",
-             "Test accuracy is the mean +- std over seeds of greedy accuracy on the test split; every method trains "
-             "the same starting policy on the same labelled samples with the same loss machinery and the same "
-             f"`rl.train` settings ({json.dumps(summary['train_settings'])}), which were chosen for RLMEC on the "
-             "validation split only. Wrong steps: mean locally wrong steps per greedy test solution (oracle).", "",
-             "| method | seeds | test accuracy % (mean +- std) | validation % | train wall s | tokens processed | "
-             "wrong steps / solution | RLMEC - method (pp) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = []
     for name, m in methods.items():
         v = verdict.get(name)
         if v is None:
@@ -140,14 +209,27 @@ def _markdown(summary: Mapping[str, Any]) -> str:
                 " (RLMEC worse, beyond noise)" if v["rlmec_worse_beyond_noise"] else " (within noise)")
             vs = f"{100 * v['difference']:+.1f} +- {196 * v['se']:.1f}{mark}"
         ws = m["wrong_steps_per_solution"]
-        ws_text = "n/a" if ws is None else f"{ws:.2f}" + (f" ({ws - sft_ws:+.2f} vs sft)" if sft_ws is not None and name != "sft" else "")
-        lines.append(f"| `{name}` | {len(m['seeds'])} | {_pct(m['test_mean'])} +- {100 * m['test_std']:.1f} | "
-                     f"{_pct(m['validation_mean'])} | {m['wall_seconds_mean']:.0f} | {m['tokens_mean']:,.0f} | "
-                     f"{ws_text} | {vs} |")
-    beats = summary["rlmec_beats_every_instance_level_method"]
+        ws_text = "n/a" if ws is None else f"{ws:.2f}" + (
+            f" ({ws - sft_ws:+.2f} vs sft)" if sft_ws is not None and name != "sft" else "")
+        lr = "" if m.get("lr") is None else f"{m['lr']:g}"
+        rows.append([name, str(len(m["seeds"])), lr, f"{_pct(m['test_mean'])} +- {100 * m['test_std']:.1f}",
+                     _pct(m["validation_mean"]), f"{m['wall_seconds_mean']:.0f}", f"{m['tokens_mean']:,.0f}",
+                     ws_text, vs])
     present = [k for k in verdict if k in INSTANCE_LEVEL]
-    lines += ["", f"**RLMEC beats every instance-level method here ({', '.join(present) or 'none run'}) beyond noise: "
-              f"{'yes' if beats else 'no'}.** (Difference > 1.96 standard errors; see rlmec_core/compare.py.)", ""]
+    beats = summary["rlmec_beats_every_instance_level_method"]
+    sentence = (f"RLMEC beats every instance-level method here ({', '.join(present) or 'none run'}) beyond noise: "
+                f"{'yes' if beats else 'no'}.")
+    return rows, sentence
+
+
+def _markdown(summary: Mapping[str, Any]) -> str:
+    rows, sentence = comparison_rows(summary)
+    lines = ["# Methods compared on the same samples", "", comparison_intro(summary), "",
+             "| " + " | ".join(COMPARISON_HEAD) + " |", "|" + " --- |" * len(COMPARISON_HEAD)]
+    lines += ["| " + " | ".join([f"`{r[0]}`", *r[1:]]) + " |" for r in rows]
+    lines += ["", f"**{sentence}** (Difference > 1.96 standard errors; see rlmec_core/compare.py.)", ""]
+    if summary.get("sweep"):
+        lines += [_sweep_markdown(summary["sweep"])]
     return "\n".join(lines)
 
 

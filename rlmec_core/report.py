@@ -559,6 +559,8 @@ def build_report(
     pos_clip: Sequence[float] = DEFAULT_POS_CLIP,
     neg_clip: Sequence[float] = DEFAULT_NEG_CLIP,
     kept_weight: float | None = None,
+    comparison: PathLike | None = None,
+    comparison_chart: PathLike | None = None,
 ) -> dict[str, Any]:
     """Write the run report (see the module docstring).
 
@@ -579,6 +581,9 @@ def build_report(
         pos_clip, neg_clip: the label clip ranges; a token's colour intensity is its reward relative to them.
         kept_weight: the imitation weight of a kept rewrite token (``label.kept_weight``); other weights
             mark edited tokens. None: inferred from the correct rows (see ``inspect.infer_kept_weight``).
+        comparison: ``compare/table.json`` (``rlmec_core.compare.build_comparison``), or None. When given, the
+            methods table (and the learning-rate sweep) is the report's first, main section.
+        comparison_chart: ``compare/accuracy.png``, embedded under the methods table.
 
     Returns:
         ``{"html", "md", "figures", "accuracy", "verdict", "n_labelled", "examples"}``: the paths written,
@@ -602,6 +607,10 @@ def build_report(
     stages = {name: _json_object(path) for name, path in stage_metrics.items()}
     logs = {name: _load_log(path) for name, path in train_logs.items()}
     labelled = _load_token_rewards(token_rewards) if token_rewards is not None else None
+    compared = _json_object(comparison) if comparison is not None else None
+    if compared is not None and not isinstance(compared.get("methods"), dict):
+        raise DataError(f"{comparison}: not a comparison table (no 'methods' object)")
+    chart = Path(comparison_chart).read_bytes() if comparison_chart is not None else None
 
     out_html, out_md, fig_dir = Path(out_html), Path(out_md), Path(fig_dir)
     figures: dict[str, tuple[bytes, list[str]]] = {}
@@ -615,9 +624,14 @@ def build_report(
 
     h: list[str] = [f"<h1>{_esc(title)}</h1>"]
     md: list[str] = [f"# {_md_cell(title)}"]
-    sections = ["Accuracy"] + (["GRM quality"] if quality is not None else []) + (["Stage metrics"] if stages else []) \
+    sections = (["Methods compared"] if compared is not None else []) + ["Accuracy"] + (["GRM quality"] if quality is not None else []) + (["Stage metrics"] if stages else []) \
         + (["Training curves"] if logs else []) + ["Example solutions"]
     h.append("<p>" + " · ".join(f'<a href="#{_anchor(s)}">{_esc(s)}</a>' for s in sections) + "</p>")
+
+    if compared is not None:
+        c_h, c_md = _comparison_section(compared, chart, comparison, comparison_chart, out_md)
+        h += ['<h2 id="methods-compared">Methods compared</h2>', c_h]
+        md += ["## Methods compared", c_md]
 
     acc_h, acc_md, verdicts = _accuracy_section(evals)
     h += ['<h2 id="accuracy">Accuracy</h2>', acc_h]
@@ -706,6 +720,33 @@ def build_report(
         "n_labelled": labelled.num_rows if labelled is not None else None,
         "examples": shown,
     }
+
+
+def _comparison_section(summary: Mapping[str, Any], chart: bytes | None, path: PathLike | None,
+                        chart_path: PathLike | None, out_md: Path) -> tuple[str, str]:
+    """The methods table of the comparison (issue 7), its verdict, chart and learning-rate sweep."""
+    from rlmec_core.compare import COMPARISON_HEAD, comparison_intro, comparison_rows, sweep_table
+
+    try:
+        rows, sentence = comparison_rows(summary)
+        intro = comparison_intro(summary)
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{path}: malformed comparison table ({exc!r})") from exc
+    h = [f"<p>{_esc(intro)}</p>", _html_table(COMPARISON_HEAD, rows, numeric_from=1), f"<p><b>{_esc(sentence)}</b></p>"]
+    md = [intro, _md_table(COMPARISON_HEAD, rows), f"**{sentence}**"]
+    if chart is not None:
+        b64 = base64.b64encode(chart).decode("ascii")
+        h.append(f'<div class="figure"><img alt="test accuracy per method" src="data:image/png;base64,{b64}">'
+                 '<p class="meta">Greedy test accuracy per method, mean +- std over seeds.</p></div>')
+        rel = Path(os.path.relpath(Path(chart_path), start=out_md.parent)).as_posix()
+        md.append(f"![test accuracy per method]({rel})")
+    if summary.get("sweep"):
+        head, s_rows, s_intro = sweep_table(summary["sweep"])
+        plain = [[c.replace("**", "") for c in r] for r in s_rows]
+        h += ["<h3>Learning rates chosen on the validation split</h3>", f"<p>{_esc(s_intro)}</p>",
+              _html_table(head, plain, numeric_from=1)]
+        md += ["### Learning rates chosen on the validation split", s_intro, _md_table(head, s_rows)]
+    return "\n".join(h), "\n\n".join(md)
 
 
 def _anchor(section: str) -> str:

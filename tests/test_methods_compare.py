@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from rlmec_core.compare import build_comparison, mean_wrong_steps
+from rlmec_core.compare import build_comparison, build_sweep, mean_wrong_steps
 from rlmec_core.io import write_parquet
 from rlmec_core.methods import METHODS, get_method, method_examples
 from rlmec_core.schemas import PROBLEMS, SAMPLES
@@ -110,7 +110,7 @@ def test_comparison_table_statistics_and_verdict(tmp_path):
     assert not out["rlmec_vs"]["instance_rl"]["rlmec_better_beyond_noise"]  # 0.71 vs 0.70 is noise
     assert out["rlmec_beats_every_instance_level_method"] is False
     md = (tmp_path / "t.md").read_text()
-    assert "| `rlmec` | 2 | 71.0 +- 1.4 | 70.0 |" in md and "within noise" in md and "beyond noise: no" in md
+    assert "| `rlmec` | 2 |  | 71.0 +- 1.4 | 70.0 |" in md and "within noise" in md and "beyond noise: no" in md
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "t.json").read_text())["methods"].keys() == m.keys()
     runs[0]["metrics"]["test"] = str(tmp_path / "missing.json")
@@ -126,3 +126,30 @@ def test_wrong_steps_of_another_task_is_none(tmp_path):
              "correct": True, "backend": "hf", "temperature": 0.0, "top_p": 1.0, "seed": 0}]
     write_parquet(pa.Table.from_pylist(rows, schema=SAMPLES), tmp_path / "p.parquet", SAMPLES)
     assert mean_wrong_steps(tmp_path / "p.parquet", {"q": "What is the capital of France?"}) is None
+
+
+def test_sweep_picks_the_best_validation_lr_and_flags_a_config_that_does_not_use_it(tmp_path):
+    def metrics(name, acc, split="validation"):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"data": f"data/arith/{split}.parquet", "accuracy": acc, "total": 300}))
+        return str(path)
+
+    runs = [{"method": "dpo", "lr": lr, "policy": f"dpo_lr{lr:g}_s0", "metrics": metrics(f"d{lr:g}", acc)}
+            for lr, acc in ((1e-4, 0.40), (5e-4, 0.45), (2e-3, 0.02))]
+    runs += [{"method": "rft", "lr": lr, "policy": f"rft_lr{lr:g}_s0", "metrics": metrics(f"r{lr:g}", acc)}
+             for lr, acc in ((1e-4, 0.30), (5e-4, 0.30), (2e-3, 0.35))]
+    out = build_sweep(runs, in_use={"dpo": 5e-4, "rft": 1e-4}, seed=0, out_md=tmp_path / "s.md",
+                      out_json=tmp_path / "s.json")
+    assert out["methods"]["dpo"]["best_lr"] == 5e-4 and out["methods"]["dpo"]["in_use_is_best"]
+    assert out["methods"]["rft"]["best_lr"] == 2e-3 and not out["methods"]["rft"]["in_use_is_best"]
+    md = (tmp_path / "s.md").read_text()
+    assert "| `dpo` | 40.0 | **45.0** | 2.0 | 0.0005 | 0.0005 |" in md
+    assert "| `rft` | 30.0 | 30.0 | **35.0** | 0.002 | 0.0001 (**not the best**) |" in md
+    # ties go to the smaller lr
+    tie = build_sweep(runs[3:5], in_use={}, seed=0, out_md=tmp_path / "t.md", out_json=tmp_path / "t.json")
+    assert tie["methods"]["rft"]["best_lr"] == 1e-4 and tie["methods"]["rft"]["in_use"] is None
+    # the sweep never reads test metrics
+    bad = [{**runs[0], "metrics": metrics("test", 0.9, split="test")}]
+    with pytest.raises(ValueError, match="validation split"):
+        build_sweep(bad, in_use={}, seed=0, out_md=tmp_path / "u.md", out_json=tmp_path / "u.json")
+    assert not (tmp_path / "u.md").exists()

@@ -165,9 +165,11 @@ def test_compare_target_runs_every_method_on_the_same_samples(smoke_run):
     assert plan.returncode == 0, plan.stderr
     jobs = planned_jobs(plan.stdout + plan.stderr)
     # 9 trained methods x 1 seed, the default RLMEC run reused; the teacher-rewrite ablation needs its own labels,
-    # the second round its own samples, GRM rewrites and labels
-    assert jobs == {"label_teacher": 1, "method_rl": 6, "method_grpo": 1, "sample": 1, "grm_rewrite_round2": 1,
-                    "label_round2": 1, "method_round2": 1, "evaluate": 8, "compare": 1}
+    # the second round its own samples, GRM rewrites and labels; the lr sweep (instance_rl at 1e-3 = its compared
+    # run, and at 3e-4) adds one training run and two validation evaluations
+    assert jobs == {"label_teacher": 1, "method_rl": 7, "method_grpo": 1, "sample": 1, "grm_rewrite_round2": 1,
+                    "label_round2": 1, "method_round2": 1, "evaluate": 10, "compare_sweep": 1, "compare_table": 1,
+                    "report_compare": 1, "compare": 1}
     proc = snakemake(work, "compare", "--configfile", "config/smoke.yaml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     table = json.loads((work / "results" / "smoke" / "compare" / "table.json").read_text())
@@ -180,8 +182,15 @@ def test_compare_target_runs_every_method_on_the_same_samples(smoke_run):
     for name, m in table["methods"].items():
         assert 0.0 <= m["test_mean"] <= 1.0 and m["wrong_steps_per_solution"] is not None, name
     runs = {r["method"]: r for r in table["runs"]}
-    assert runs["rlmec"]["policy"] == "rlmec" and runs["rft"]["policy"] == "rft_s0"
+    assert runs["rlmec"]["policy"] == "rlmec" and runs["rft"]["policy"] == "rft_lr0.001_s0"
+    sweep = json.loads((work / "results" / "smoke" / "compare" / "sweep.json").read_text())["methods"]["instance_rl"]
+    assert set(sweep["validation"]) == {"0.001", "0.0003"} and sweep["in_use"] == 1e-3
+    assert sweep["policies"]["0.001"] == runs["instance_rl"]["policy"]  # the sweep's run is the compared run
+    assert "Learning rates chosen on the validation split" in (work / "results" / "smoke" / "compare" / "table.md").read_text()
     assert all(runs[m]["tokens"] > 0 for m in runs if m != "sft")
     assert (work / "results" / "smoke" / "compare" / "table.md").read_text().startswith("# Methods compared")
+    page = (work / "results" / "smoke" / "compare" / "report.html").read_text()
+    assert page.index('id="methods-compared"') < page.index('id="accuracy"')  # the comparison is the main table
+    assert "rlmec_2rounds" in page and "data:image/png;base64," in page
     again = snakemake(work, "--configfile", "config/smoke.yaml", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr  # the default target is untouched

@@ -279,6 +279,46 @@ def test_empty_or_malformed_inputs_name_the_file(run: Path, tmp_path: Path) -> N
     assert not (tmp_path / "out").exists()
 
 
+def _comparison(path: Path) -> Path:
+    method = {"seeds": [0, 1], "lr": 2e-3, "test_mean": 0.7, "test_std": 0.01, "test_mean_var": 1e-4,
+              "validation_mean": 0.69, "wall_seconds_mean": 120.0, "tokens_mean": 1000.0,
+              "wrong_steps_per_solution": 0.4}
+    summary = {"methods": {"sft": {**method, "lr": None, "test_mean": 0.38, "wrong_steps_per_solution": 1.0},
+                           "rlmec": method, "dpo": {**method, "lr": 1e-4, "test_mean": 0.45}},
+               "rlmec_vs": {"sft": {"difference": 0.32, "se": 0.02, "rlmec_better_beyond_noise": True,
+                                    "rlmec_worse_beyond_noise": False},
+                            "dpo": {"difference": 0.25, "se": 0.02, "rlmec_better_beyond_noise": True,
+                                    "rlmec_worse_beyond_noise": False}},
+               "rlmec_beats_every_instance_level_method": True, "train_settings": {"epochs": 2},
+               "sweep": {"seed": 0, "split": "validation",
+                         "methods": {"dpo": {"validation": {"0.0001": 0.44, "0.002": 0.02}, "best_lr": 1e-4,
+                                             "in_use": 1e-4, "in_use_is_best": True, "policies": {}}}}}
+    write_json(path, summary)
+    return path
+
+
+def test_comparison_is_the_main_table_when_given(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    png = tmp_path / "chart.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    build_report(**report_args(run, out, comparison=_comparison(tmp_path / "table.json"), comparison_chart=png))
+    page = html.unescape((out / "report.html").read_text())
+    md = (out / "summary.md").read_text()
+    assert page.index('id="methods-compared"') < page.index('id="accuracy"')
+    for text in (page, md):
+        assert "45.0 +- 1.0" in text and "+25.0 +- 3.9 (beyond noise)" in text
+        assert "RLMEC beats every instance-level method here (dpo) beyond noise: yes." in text
+        assert "Learning rates chosen on the validation split" in text
+    assert "| dpo | 2 | 0.0001 | 45.0 +- 1.0 |" in md and "![test accuracy per method](../chart.png)" in md
+    # without the comparison the report has no such section; a malformed table names the file
+    build_report(**report_args(run, tmp_path / "plain"))
+    assert "methods-compared" not in (tmp_path / "plain" / "report.html").read_text()
+    write_json(tmp_path / "bad.json", {"rows": []})
+    with pytest.raises(DataError, match=r"bad\.json"):
+        build_report(**report_args(run, tmp_path / "bad", comparison=tmp_path / "bad.json"))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_eval_paths_by_policy() -> None:
     paths = ["results/x/eval/sft/test/metrics.json", "results/x/eval/rlmec/test/metrics.json"]
     assert eval_paths_by_policy(paths) == {"sft": {"test": paths[0]}, "rlmec": {"test": paths[1]}}

@@ -24,7 +24,7 @@ def canonical(value):
 
 wildcard_constraints:
     split="train|validation|test",
-    policy="[A-Za-z0-9_]+",
+    policy=r"[A-Za-z0-9_][A-Za-z0-9_.+-]*",  # run names carry their lr, e.g. dpo_lr0.0005_s1
 
 
 def policy_dir(policy):
@@ -72,17 +72,43 @@ TRAINED_METHODS = ["rft", "instance_rl", "dpo", "rlmec", "rlmec_no_imitation", "
 METHOD_LABELS = {"rlmec_teacher_rewrites": f"{RESULTS}/label/teacher/token_rewards.parquet"}
 
 
-def method_policy(method, seed):
-    """The policy directory name of one (method, seed): the default RLMEC run is reused for its own seed."""
+def method_lr(method):
+    """The peak learning rate a compared method trains with: compare.lr, else rl.train.lr (grpo: compare.grpo.lr)."""
+    default = COMPARE["grpo"]["lr"] if method == "grpo" else config["rl"]["train"]["lr"]
+    return float(COMPARE["lr"].get(method, default))
+
+
+def lr_tag(lr):
+    return f"{float(lr):g}"
+
+
+LR_PATTERN = r"[0-9][0-9.e+-]*"
+
+
+def rl_with_lr(lr):
+    """The rl config with the peak learning rate of one run (a compared method's or the sweep's)."""
+    return canonical({**config["rl"], "train": {**config["rl"]["train"], "lr": float(lr)}})
+
+
+def method_policy(method, seed, lr=None):
+    """The policy directory name of one (method, seed, lr) run, ``<method>_lr<lr>_s<seed>``; the default
+    RLMEC run (``policy/rlmec``) is reused for its own seed and learning rate."""
     if method == "sft":
         return "sft"
-    if method == "rlmec" and int(seed) == config["seed"]:
+    lr = method_lr(method) if lr is None else float(lr)
+    if method == "rlmec" and int(seed) == config["seed"] and lr == float(config["rl"]["train"]["lr"]):
         return "rlmec"
-    return f"{method}_s{seed}"
+    return f"{method}_lr{lr_tag(lr)}_s{seed}"
 
 
 def compare_runs():
     return [(m, s, method_policy(m, s)) for m in COMPARE["methods"] for s in COMPARE["seeds"]]
+
+
+def sweep_runs():
+    """The validation sweep's runs: (method, lr, policy name), one seed."""
+    sweep = COMPARE["sweep"]
+    return [(m, float(lr), method_policy(m, sweep["seed"], lr)) for m in sweep["methods"] for lr in sweep["lrs"]]
 
 
 def compare_run_files():
@@ -96,6 +122,7 @@ def compare_run_files():
             "model": policy_dir(p),
             "metrics": {split: f"{RESULTS}/eval/{p}/{split}/metrics.json" for split in splits},
             "predictions": f"{RESULTS}/eval/{p}/test/predictions.parquet",
+            "lr": None if m == "sft" else method_lr(m),
         }
         for m, s, p in compare_runs()
     ]

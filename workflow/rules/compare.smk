@@ -20,24 +20,25 @@ rule method_rl:
         samples=f"{RESULTS}/samples/sft/{GRM['rewrite_draw']}.parquet",  # the draw the labels come from (DPO's pairs)
         policy=policy_requirement("sft"),
     output:
-        model=directory(f"{RESULTS}/policy/{{method}}_s{{seed}}"),
-        metrics=f"{RESULTS}/train_logs/{{method}}_s{{seed}}.jsonl",
+        model=directory(f"{RESULTS}/policy/{{method}}_lr{{lr}}_s{{seed}}"),
+        metrics=f"{RESULTS}/train_logs/{{method}}_lr{{lr}}_s{{seed}}.jsonl",
     params:
         policy=lambda wc: policy_dir("sft"),
-        rl=canonical(config["rl"]),
+        rl=lambda wc: rl_with_lr(wc.lr),
         method=lambda wc: wc.method,
         instance_rewards=COMPARE["instance_rewards"],
         dpo_beta=COMPARE["dpo_beta"],
         seed=lambda wc: int(wc.seed),
         trust_remote_code=config["engine"]["trust_remote_code"],
-        checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/{wc.method}_s{wc.seed}",
+        checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/{wc.method}_lr{wc.lr}_s{wc.seed}",
     wildcard_constraints:
         method="|".join(TRAINED_METHODS),
+        lr=LR_PATTERN,
         seed=r"\d+",
     log:
-        f"{LOGS}/method_rl/{{method}}_s{{seed}}.log",
+        f"{LOGS}/method_rl/{{method}}_lr{{lr}}_s{{seed}}.log",
     benchmark:
-        f"{BENCH}/method_rl/{{method}}_s{{seed}}.tsv"
+        f"{BENCH}/method_rl/{{method}}_lr{{lr}}_s{{seed}}.tsv"
     threads: workflow.cores
     conda:
         "../../environment.yml"
@@ -50,24 +51,25 @@ rule method_grpo:
         data=f"{DATA}/{SAMPLE['split']}.parquet",
         policy=policy_requirement("sft"),
     output:
-        model=directory(f"{RESULTS}/policy/grpo_s{{seed}}"),
-        metrics=f"{RESULTS}/train_logs/grpo_s{{seed}}.jsonl",
+        model=directory(f"{RESULTS}/policy/grpo_lr{{lr}}_s{{seed}}"),
+        metrics=f"{RESULTS}/train_logs/grpo_lr{{lr}}_s{{seed}}.jsonl",
     params:
         policy=lambda wc: policy_dir("sft"),
         adapter=TASK["adapter"],
         prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
         draw=canonical(SAMPLE["draws"]["rl"]),
         sample=canonical({k: v for k, v in SAMPLE.items() if k not in ("split", "draws")}),
-        grpo=canonical(COMPARE["grpo"]),
+        grpo=lambda wc: canonical({**COMPARE["grpo"], "lr": float(wc.lr)}),
         seed=lambda wc: int(wc.seed),
         trust_remote_code=config["engine"]["trust_remote_code"],
-        checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/grpo_s{wc.seed}",
+        checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/grpo_lr{wc.lr}_s{wc.seed}",
     wildcard_constraints:
+        lr=LR_PATTERN,
         seed=r"\d+",
     log:
-        f"{LOGS}/method_grpo/grpo_s{{seed}}.log",
+        f"{LOGS}/method_grpo/grpo_lr{{lr}}_s{{seed}}.log",
     benchmark:
-        f"{BENCH}/method_grpo/grpo_s{{seed}}.tsv"
+        f"{BENCH}/method_grpo/grpo_lr{{lr}}_s{{seed}}.tsv"
     threads: workflow.cores
     conda:
         "../../environment.yml"
@@ -118,31 +120,33 @@ use rule method_rl as method_round2 with:
         samples=f"{RESULTS}/samples/rlmec/rl.parquet",
         policy=f"{RESULTS}/policy/rlmec",
     output:
-        model=directory(f"{RESULTS}/policy/rlmec_2rounds_s{{seed}}"),
-        metrics=f"{RESULTS}/train_logs/rlmec_2rounds_s{{seed}}.jsonl",
+        model=directory(f"{RESULTS}/policy/rlmec_2rounds_lr{{lr}}_s{{seed}}"),
+        metrics=f"{RESULTS}/train_logs/rlmec_2rounds_lr{{lr}}_s{{seed}}.jsonl",
     params:
         policy=lambda wc: policy_dir("rlmec"),
-        rl=canonical(config["rl"]),
+        rl=lambda wc: rl_with_lr(wc.lr),
         method="rlmec",
         instance_rewards=COMPARE["instance_rewards"],
         dpo_beta=COMPARE["dpo_beta"],
         seed=lambda wc: int(wc.seed),
         trust_remote_code=config["engine"]["trust_remote_code"],
-        checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/rlmec_2rounds_s{wc.seed}",
+        checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/rlmec_2rounds_lr{wc.lr}_s{wc.seed}",
     wildcard_constraints:
+        lr=LR_PATTERN,
         seed=r"\d+",
     log:
-        f"{LOGS}/method_rl/rlmec_2rounds_s{{seed}}.log",
+        f"{LOGS}/method_rl/rlmec_2rounds_lr{{lr}}_s{{seed}}.log",
     benchmark:
-        f"{BENCH}/method_rl/rlmec_2rounds_s{{seed}}.tsv"
+        f"{BENCH}/method_rl/rlmec_2rounds_lr{{lr}}_s{{seed}}.tsv"
 
 
-rule compare:
+rule compare_table:
     input:
         metrics=[path for run in compare_run_files() for path in run["metrics"].values()],
         predictions=[run["predictions"] for run in compare_run_files()],
         models=[policy_dir(p) for _, _, p in compare_runs() if p != "sft"],
         test=f"{DATA}/test.parquet",
+        sweep=[f"{RESULTS}/compare/sweep.json"] if COMPARE["sweep"]["methods"] else [],
     output:
         table=f"{RESULTS}/compare/table.md",
         data=f"{RESULTS}/compare/table.json",
@@ -159,3 +163,55 @@ rule compare:
         "../../environment.yml"
     script:
         "../scripts/compare.py"
+
+
+# The learning-rate sweep on the validation split (compare.sweep): one seed, every listed lr.
+rule compare_sweep:
+    input:
+        metrics=[f"{RESULTS}/eval/{p}/validation/metrics.json" for _, _, p in sweep_runs()],
+        models=[policy_dir(p) for _, _, p in sweep_runs()],
+    output:
+        table=f"{RESULTS}/compare/sweep.md",
+        data=f"{RESULTS}/compare/sweep.json",
+    params:
+        runs=[{"method": m, "lr": lr, "policy": p, "model": policy_dir(p),
+               "metrics": f"{RESULTS}/eval/{p}/validation/metrics.json"} for m, lr, p in sweep_runs()],
+        in_use=lambda wildcards: {m: method_lr(m) for m in COMPARE["sweep"]["methods"]},
+        seed=COMPARE["sweep"]["seed"],
+    log:
+        f"{LOGS}/compare_sweep.log",
+    benchmark:
+        f"{BENCH}/compare_sweep.tsv"
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/compare_sweep.py"
+
+
+# The run report with the comparison as its main table (the default target's report.html stays single-run).
+use rule report as report_compare with:
+    input:
+        **rules.report.input,
+        comparison=f"{RESULTS}/compare/table.json",
+        comparison_chart=f"{RESULTS}/compare/accuracy.png",
+    output:
+        html=report(f"{RESULTS}/compare/report.html", caption="../report/report.rst", category="Comparison"),
+        md=f"{RESULTS}/compare/summary.md",
+        figures=directory(f"{RESULTS}/compare/report_figures"),
+    params:
+        title=f"RLMEC run '{RUN}': methods compared",
+        n_examples=10,
+        seed=config["seed"],
+        label=canonical({k: config["label"][k] for k in ("pos_clip", "neg_clip", "kept_weight")}),
+    log:
+        f"{LOGS}/report_compare.log",
+    benchmark:
+        f"{BENCH}/report_compare.tsv"
+
+
+# `snakemake --cores all compare`: every method over every seed, the table, its chart and the report.
+rule compare:
+    input:
+        rules.compare_table.output,
+        rules.report_compare.output,
+    localrule: True

@@ -7,7 +7,8 @@ from rlmec_core.workflow import stage_context
 def main(smk) -> None:
     with stage_context(smk, "compare"):
         build_comparison(smk.params.runs, test_problems=smk.input.test, out_md=smk.output.table, out_json=smk.output.data,
-                         out_png=smk.output.chart, rl_cfg=smk.params.rl)
+                         out_png=smk.output.chart, rl_cfg=smk.params.rl,
+                         sweep_json=smk.input.sweep[0] if smk.input.sweep else None)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ def main(smk) -> None:
             pos_clip=smk.params.label["pos_clip"],
             neg_clip=smk.params.label["neg_clip"],
             kept_weight=smk.params.label["kept_weight"],
+            comparison=smk.input.get("comparison"),
+            comparison_chart=smk.input.get("comparison_chart"),
         )
 
 
