@@ -142,3 +142,23 @@ def print_summary():
         print(f"\nRLMEC run '{RUN}': greedy accuracy ({100 * config['evaluate']['confidence']:.0f}% Wilson CI)")
         print("\n".join(rows))
         print(f"  outputs: {RESULTS}/\n")
+
+
+# -- Snakemake resources per group of stages (config `resources`; docs/scaling.md) -------------------------
+RESOURCE_GPU_FOLLOWS = {
+    "generate": config["engine"]["tensor_parallel_size"],  # GPUs of one vLLM engine
+    "train": config["launch"]["num_processes"],  # one training process per GPU
+}
+
+
+def group_resources(group):
+    """A rule's resources from `resources.<group>`: mem_mb, runtime (minutes), gpu, and gpu_jobs=1 when the
+    job uses a GPU (profiles/gpu_node allows one such job at a time: Snakemake assigns no CUDA devices)."""
+    settings = config["resources"][group]
+    gpu = settings["gpu"]
+    if gpu is None:
+        gpu = RESOURCE_GPU_FOLLOWS[group] if config["resources"]["accelerator"] == "gpu" else 0
+    resources = {"mem_mb": settings["mem_mb"], "runtime": settings["runtime"], "gpu": gpu}
+    if gpu:
+        resources["gpu_jobs"] = 1
+    return resources

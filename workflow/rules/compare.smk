@@ -40,6 +40,8 @@ rule method_rl:
     benchmark:
         f"{BENCH}/method_rl/{{method}}_lr{{lr}}_s{{seed}}.tsv"
     threads: workflow.cores
+    resources:
+        **group_resources("train"),
     conda:
         "../../environment.yml"
     script:
@@ -71,6 +73,8 @@ rule method_grpo:
     benchmark:
         f"{BENCH}/method_grpo/grpo_lr{{lr}}_s{{seed}}.tsv"
     threads: workflow.cores
+    resources:
+        **group_resources("train"),
     conda:
         "../../environment.yml"
     script:
@@ -159,6 +163,8 @@ rule compare_table:
         f"{LOGS}/compare.log",
     benchmark:
         f"{BENCH}/compare.tsv"
+    resources:
+        **group_resources("cpu"),
     conda:
         "../../environment.yml"
     script:
@@ -182,6 +188,8 @@ rule compare_sweep:
         f"{LOGS}/compare_sweep.log",
     benchmark:
         f"{BENCH}/compare_sweep.tsv"
+    resources:
+        **group_resources("cpu"),
     conda:
         "../../environment.yml"
     script:

@@ -13,6 +13,8 @@ rule data:
         f"{LOGS}/data.log",
     benchmark:
         f"{BENCH}/data.tsv"
+    resources:
+        **group_resources("cpu"),
     conda:
         "../../environment.yml"
     script:

@@ -17,6 +17,8 @@ rule evaluate:
     benchmark:
         f"{BENCH}/evaluate/{{policy}}_{{split}}.tsv"
     threads: workflow.cores
+    resources:
+        **group_resources("generate"),
     conda:
         "../../environment.yml"
     script:

@@ -15,6 +15,8 @@ rule grm_data:
         f"{LOGS}/grm_data.log",
     benchmark:
         f"{BENCH}/grm_data.tsv"
+    resources:
+        **group_resources("cpu"),
     conda:
         "../../environment.yml"
     script:
@@ -39,6 +41,8 @@ rule grm_train:
     benchmark:
         f"{BENCH}/grm_train.tsv"
     threads: workflow.cores
+    resources:
+        **group_resources("train"),
     conda:
         "../../environment.yml"
     script:
@@ -60,6 +64,8 @@ rule grm_eval:
     benchmark:
         f"{BENCH}/grm_eval.tsv"
     threads: workflow.cores
+    resources:
+        **group_resources("generate"),
     conda:
         "../../environment.yml"
     script:
@@ -84,6 +90,8 @@ rule grm_rewrite:
     benchmark:
         f"{BENCH}/grm_rewrite.tsv"
     threads: workflow.cores
+    resources:
+        **group_resources("generate"),
     conda:
         "../../environment.yml"
     script:

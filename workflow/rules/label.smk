@@ -27,6 +27,8 @@ rule label:
     benchmark:
         f"{BENCH}/label.tsv"
     threads: workflow.cores
+    resources:
+        **group_resources("generate"),
     conda:
         "../../environment.yml"
     script:

@@ -15,6 +15,8 @@ rule policy_bootstrap:
     benchmark:
         f"{BENCH}/policy_bootstrap.tsv"
     threads: workflow.cores
+    resources:
+        **group_resources("train"),
     conda:
         "../../environment.yml"
     script:

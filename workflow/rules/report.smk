@@ -34,6 +34,8 @@ rule report:
         f"{LOGS}/report.log",
     benchmark:
         f"{BENCH}/report.tsv"
+    resources:
+        **group_resources("cpu"),
     conda:
         "../../environment.yml"
     script:

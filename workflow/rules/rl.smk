@@ -19,6 +19,8 @@ rule rl:
     benchmark:
         f"{BENCH}/rl.tsv"
     threads: workflow.cores
+    resources:
+        **group_resources("train"),
     conda:
         "../../environment.yml"
     script:

@@ -25,6 +25,8 @@ rule sample:
     benchmark:
         f"{BENCH}/sample/{{policy}}_{{draw}}.tsv"
     threads: workflow.cores
+    resources:
+        **group_resources("generate"),
     conda:
         "../../environment.yml"
     script:

@@ -20,6 +20,8 @@ rule teacher:
         f"{LOGS}/teacher.log",
     benchmark:
         f"{BENCH}/teacher.tsv"
+    resources:
+        **group_resources("teacher"),
     conda:
         "../../environment.yml"
     script:
