@@ -152,13 +152,14 @@ RESOURCE_GPU_FOLLOWS = {
 
 
 def group_resources(group):
-    """A rule's resources from `resources.<group>`: mem_mb, runtime (minutes), gpu, and gpu_jobs=1 when the
-    job uses a GPU (profiles/gpu_node allows one such job at a time: Snakemake assigns no CUDA devices)."""
+    """A rule's resources from `resources.<group>`: mem_mb, runtime (minutes), gpu, and gpu_jobs=1 for a job
+    that can use a GPU (profiles/gpu_node allows one such job at a time: Snakemake assigns no CUDA devices).
+    Generation and training jobs use a visible GPU whatever they requested, so they always declare gpu_jobs."""
     settings = config["resources"][group]
     gpu = settings["gpu"]
     if gpu is None:
         gpu = RESOURCE_GPU_FOLLOWS[group] if config["resources"]["accelerator"] == "gpu" else 0
     resources = {"mem_mb": settings["mem_mb"], "runtime": settings["runtime"], "gpu": gpu}
-    if gpu:
+    if gpu or group in RESOURCE_GPU_FOLLOWS:
         resources["gpu_jobs"] = 1
     return resources
