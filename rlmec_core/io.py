@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     target = tmp / final.name
     try:
@@ -43,6 +45,23 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         os.replace(target, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temporaries(path: PathLike) -> list[Path]:
+    """Remove the temporaries that an earlier writer of ``path`` left when it was killed (SIGKILL skips the
+    clean-up of ``atomic_path``); returns what was removed. Only names ``atomic_path`` makes for this very
+    ``path`` (``.<name>.<8 random characters>.tmp``) are touched."""
+    final = Path(path)
+    if not final.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.[a-z0-9_]{{8}}\.tmp")
+    stale = [p for p in final.parent.iterdir() if pattern.fullmatch(p.name)]
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stale
 
 
 def write_text_atomic(path: PathLike, text: str) -> None:

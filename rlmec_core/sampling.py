@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlmec_core.errors import DataError
+
 BACKENDS = ("auto", "vllm", "hf")
 
 # Environment defaults for vLLM on a CPU (an explicit setting in the environment wins).
@@ -130,9 +132,38 @@ def load_tokenizer(model_path: str | os.PathLike[str], *, trust_remote_code: boo
     tok = AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         if tok.eos_token_id is None:
-            raise ValueError(f"{model_path}: tokenizer has neither a pad nor an EOS token")
+            raise DataError(f"{model_path}: tokenizer has neither a pad nor an EOS token")
         tok.pad_token = tok.eos_token
     return tok
+
+
+def check_model_weights(model_path: str | os.PathLike[str]) -> None:
+    """Raise ``DataError`` when a local model directory holds no safetensors weights (only pickled
+    ``*.bin``/``*.pt`` files, which are never loaded, or none at all). Hub names (no such directory) pass."""
+    path = Path(model_path)
+    if not path.is_dir():
+        return
+    if any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").exists():
+        return
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
+    if pickled:
+        raise DataError(f"{path}: no safetensors weights, only pickled files {pickled}, which are not loaded "
+                        "(untrusted pickles can run code): convert them with save_pretrained(safe_serialization=True)")
+    raise DataError(f"{path}: no model weights (model.safetensors) in this directory")
+
+
+def _max_token_chars(tokenizer) -> int:
+    """An upper bound on the characters one token covers (the longest vocabulary entry, at least 1)."""
+    return max((len(t) for t in tokenizer.get_vocab()), default=1) or 1
+
+
+def _model_context(model_path: Path, engine: EngineSettings) -> int | None:
+    from transformers import AutoConfig
+
+    if engine.max_model_len:
+        return int(engine.max_model_len)
+    cfg = AutoConfig.from_pretrained(str(model_path), trust_remote_code=engine.trust_remote_code)
+    return getattr(cfg, "max_position_embeddings", None)
 
 
 PROMPT_TOO_LONG = "prompt_too_long"
@@ -170,9 +201,18 @@ def generate(
     model_path = Path(model_path)
     if not model_path.exists():
         raise FileNotFoundError(f"model directory {model_path} does not exist")
+    check_model_weights(model_path)
     backend = resolve_backend(engine.backend)
     tokenizer = load_tokenizer(model_path, trust_remote_code=engine.trust_remote_code)
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    # A prompt with more characters than the context could hold tokens is skipped without tokenizing it
+    # (a 10 MB prompt costs the tokenizer tens of seconds, to be skipped anyway).
+    context = _model_context(model_path, engine)
+    char_cap = context * _max_token_chars(tokenizer) if context else None
+    huge = {i for i, p in enumerate(prompts) if char_cap is not None and len(p) > char_cap}
+    prompt_ids = tokenizer([p if i not in huge else "" for i, p in enumerate(prompts)],
+                           add_special_tokens=True)["input_ids"]
+    for i in huge:  # certainly longer than the context: _skip_too_long skips it
+        prompt_ids[i] = [tokenizer.pad_token_id] * (context + 1)
     if backend == "vllm":
         return _generate_vllm(model_path, tokenizer, prompt_ids, settings, engine)
     return _generate_hf(model_path, tokenizer, prompt_ids, settings, engine)
@@ -327,6 +367,7 @@ __all__ = [
     "EngineSettings",
     "GenerationResult",
     "SampleSettings",
+    "check_model_weights",
     "generate",
     "load_tokenizer",
     "resolve_backend",

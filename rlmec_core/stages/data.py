@@ -64,9 +64,12 @@ def problems_table(problems: list[Problem]) -> pa.Table:
 
 
 def load_problems(path: str | Path) -> list[Problem]:
-    """Read a problem table written by this stage (schema-checked)."""
+    """Read a problem table written by this stage (schema-checked; no empty table, no duplicate id, no
+    empty field: every stage looks problems up by id)."""
     table = read_parquet(path, PROBLEMS)
-    return [Problem(**row) for row in table.to_pylist()]
+    problems = [Problem(**row) for row in table.to_pylist()]
+    validate_problems(problems, str(path))
+    return problems
 
 
 def build_splits(task: Mapping[str, Any], seed: int) -> dict[str, list[Problem]]:
@@ -89,6 +92,8 @@ def build_splits(task: Mapping[str, Any], seed: int) -> dict[str, list[Problem]]
         path = source.get(split)
         if path:
             splits[split] = adapter.load_source(path, split=split)
+            if not splits[split]:
+                raise DataError(f"{path}: no problems (the {split} file is empty)")
     for split in ("train", "test"):
         if split not in splits:
             raise ConfigError(f"task.source.{split}: a {adapter_name} task needs a {split} file")
@@ -112,9 +117,10 @@ def run_data(task: Mapping[str, Any], seed: int, outputs: Mapping[str, str | Pat
     """Build, check and write the splits; return (and write) per-split statistics."""
     splits = build_splits(task, seed)
     stats: dict[str, Any] = {"task": task["name"], "adapter": task["adapter"], "seed": seed, "splits": {}}
+    for split in SPLITS:  # every split is checked before any is written: a bad one leaves no other behind
+        validate_problems(splits[split], f"{task['name']}/{split}")
     for split in SPLITS:
         problems = splits[split]
-        validate_problems(problems, f"{task['name']}/{split}")
         write_parquet(problems_table(problems), outputs[split], PROBLEMS)
         n_steps = [len(p.reference_solution.splitlines()) for p in problems]
         stats["splits"][split] = {

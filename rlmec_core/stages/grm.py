@@ -30,15 +30,22 @@ from rlmec_core.errors import DataError
 from rlmec_core.grm.data import build_examples
 from rlmec_core.grm.prompts import GRMPrompts
 from rlmec_core.io import read_parquet, write_json_atomic, write_parquet
-from rlmec_core.sampling import EngineSettings, SampleSettings, generate, load_tokenizer, resolve_dtype
+from rlmec_core.sampling import (
+    EngineSettings,
+    SampleSettings,
+    check_model_weights,
+    generate,
+    load_tokenizer,
+    resolve_dtype,
+)
 from rlmec_core.schemas import GRM_DATA, REWRITES, SAMPLES
 from rlmec_core.scoring import score_targets
 from rlmec_core.stages.data import load_problems
-from rlmec_core.stages.policy import train_settings, write_model_dir
+from rlmec_core.stages.policy import train_settings, train_with_published_log, write_model_dir
 from rlmec_core.stages.teacher import Item, distinct_predictions, measure_edits, rewrite_row
 from rlmec_core.tasks import TaskAdapter, get_adapter
 from rlmec_core.teacher.protocol import parse_continuation, parse_error_step
-from rlmec_core.train.loop import TrainResult, train
+from rlmec_core.train.loop import TrainResult
 from rlmec_core.train.sft import SFTCollator, encode_sft_examples, sft_loss
 
 log = logging.getLogger(__name__)
@@ -93,6 +100,7 @@ def train_grm(data_path: str | Path, init_model: str | Path, out_dir: str | Path
     tokenizer = load_tokenizer(init_model, trust_remote_code=trust_remote_code)
     settings = train_settings(grm_cfg["train"], seed)
     dtype = torch.bfloat16 if settings.mixed_precision == "bf16" else torch.float32
+    check_model_weights(init_model)
     model = AutoModelForCausalLM.from_pretrained(str(init_model), dtype=dtype, trust_remote_code=trust_remote_code,
                                                  use_safetensors=True)
     max_length = grm_cfg["max_length"]
@@ -123,8 +131,9 @@ def train_grm(data_path: str | Path, init_model: str | Path, out_dir: str | Path
         write_model_dir(out_dir, unwrapped, tokenizer, card, state_dict)
 
     loss_fn = functools.partial(sft_loss, normalization=settings.loss_normalization)
-    result = train(model, examples, SFTCollator(tokenizer.pad_token_id), loss_fn, settings,
-                   checkpoint_dir=checkpoint_dir, metrics_path=metrics_path, description="grm-sft", save_fn=save)
+    result = train_with_published_log(model, examples, SFTCollator(tokenizer.pad_token_id), loss_fn, settings,
+                                      checkpoint_dir=checkpoint_dir, metrics_path=metrics_path, description="grm-sft",
+                                      save_fn=save)
     log.info("GRM saved to %s: %d steps, %.0f s, %.0f tokens/s", out_dir, result.steps, result.wall_seconds,
              card["tokens_per_s"])
     return card
@@ -185,7 +194,7 @@ def grm_rewrite(model_dir: str | Path, samples_path: str | Path, problems_path: 
         by_key[(it.problem.id, it.prediction)] = _grm_row(it, res, adapter, source)
     rows = [rewrite_row(it, None, error_step=-1, rewrite=it.prediction, rewrite_correct=True) if it.correct
             else by_key[(it.problem.id, it.prediction)] for it in items]
-    measure_edits(rows, load_tokenizer(model_dir), adapter, max_edit_ratio)
+    measure_edits(rows, load_tokenizer(model_dir, trust_remote_code=engine.trust_remote_code), adapter, max_edit_ratio)
     write_parquet(pa.Table.from_pylist(rows, schema=REWRITES), out_path, REWRITES)
     statuses = {s: 0 for s in ("ok", "wrong_answer", "parse_error", "api_error", "filtered")}
     for r in rows:
@@ -253,7 +262,7 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
     step_hits = sum(res.error_step == r["error_step"] for res, r in zip(results, wrong, strict=True))
     exact = sum(res.rewrite is not None and res.rewrite == r["rewrite"] for res, r in zip(results, wrong, strict=True))
     answer_ok, ratios = 0, []
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=engine.trust_remote_code)
     for res, r in zip(results, wrong, strict=True):
         if res.rewrite is None:
             continue
@@ -263,7 +272,7 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
 
     # The GRM as a reward model: teacher-forced probability of each prediction token.
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, resolve_dtype(engine.dtype)),
-                                                 use_safetensors=True)
+                                                 trust_remote_code=engine.trust_remote_code, use_safetensors=True)
     if torch.cuda.is_available():
         model.to("cuda")
     scored = [*wrong, *right]

@@ -37,7 +37,7 @@ from rlmec_core.errors import DataError
 from rlmec_core.grm.prompts import GRMPrompts
 from rlmec_core.io import read_parquet, write_json_atomic, write_parquet
 from rlmec_core.rewards import step_reward_sums, token_rewards
-from rlmec_core.sampling import EngineSettings, load_tokenizer, resolve_dtype
+from rlmec_core.sampling import EngineSettings, check_model_weights, load_tokenizer, resolve_dtype
 from rlmec_core.schemas import REWRITES, SAMPLES, TOKEN_REWARDS
 from rlmec_core.scoring import score_targets
 from rlmec_core.tasks import get_adapter
@@ -109,6 +109,7 @@ def _same_vocabulary(a, b) -> bool:
 def _load_model(path: str | Path, engine: EngineSettings, trust_remote_code: bool) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
+    check_model_weights(path)
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, resolve_dtype(engine.dtype)),
                                                  trust_remote_code=trust_remote_code, use_safetensors=True)
     if torch.cuda.is_available():
@@ -156,8 +157,13 @@ def label_samples(
     adapter = get_adapter(adapter_name)
     prompts = GRMPrompts.from_config(grm_cfg.get("prompts"))
     rewrites = read_parquet(rewrites_path, REWRITES)
-    samples = {r["sample_id"]: r for r in read_parquet(samples_path, SAMPLES)
-               .select(["sample_id", "prompt", "completion", "token_ids", "finish_reason"]).to_pylist()}
+    sample_rows = (read_parquet(samples_path, SAMPLES)
+                   .select(["sample_id", "prompt", "completion", "token_ids", "finish_reason"]).to_pylist())
+    samples = {r["sample_id"]: r for r in sample_rows}
+    if len(samples) != len(sample_rows):
+        seen: set[str] = set()
+        dup = next(r["sample_id"] for r in sample_rows if r["sample_id"] in seen or seen.add(r["sample_id"]))
+        raise DataError(f"{samples_path}: duplicate sample_id {dup!r}")
     rows, counts = select_rows(rewrites, str(rewrites_path))
 
     tok = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)

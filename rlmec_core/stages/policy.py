@@ -41,6 +41,32 @@ def write_model_dir(out_dir: str | Path, model: torch.nn.Module, tokenizer, card
         (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
 
 
+LIVE_LOG = "train_log.jsonl"
+
+
+def train_with_published_log(model: torch.nn.Module, dataset, collate_fn, loss_fn, settings: TrainSettings, *,
+                             checkpoint_dir: str | Path, metrics_path: str | Path, save_fn, **kwargs) -> TrainResult:
+    """``train`` with its JSONL log written beside the checkpoints and published to ``metrics_path`` at the end.
+
+    ``metrics_path`` is a declared output, and Snakemake deletes a killed job's outputs before rerunning it:
+    a log kept there would lose the steps before the checkpoint the rerun resumes from. The live log
+    (``checkpoint_dir/train_log.jsonl``) survives with the checkpoints; it is copied atomically to
+    ``metrics_path`` just before ``save_fn`` writes the model, so the published log holds every step 1..N
+    exactly once however often the job was killed.
+    """
+    live = Path(checkpoint_dir) / LIVE_LOG
+
+    def save(unwrapped: torch.nn.Module, state_dict: dict[str, torch.Tensor], result: TrainResult) -> None:
+        with atomic_path(metrics_path) as tmp:
+            shutil.copyfile(live, tmp)
+        save_fn(unwrapped, state_dict, result)
+
+    result = train(model, dataset, collate_fn, loss_fn, settings, checkpoint_dir=checkpoint_dir, metrics_path=live,
+                   save_fn=save, **kwargs)
+    live.unlink(missing_ok=True)
+    return result
+
+
 def train_settings(cfg: Mapping[str, Any], seed: int) -> TrainSettings:
     """``TrainSettings`` from a config ``train`` block (unknown keys were rejected by the schema)."""
     kwargs = dict(cfg)
@@ -72,7 +98,7 @@ def bootstrap_policy(
     if (tok_dir / "tokenizer.json").exists():
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=False)  # our own BPE tokenizer
         log.info("reusing tokenizer from %s (resumed run)", tok_dir)
     else:
         tokenizer = train_tokenizer(prompts + targets, vocab_size=bootstrap["vocab_size"], model_max_length=max_length)
@@ -108,7 +134,7 @@ def bootstrap_policy(
         card.update(asdict(result))
         write_model_dir(out_dir, unwrapped, tokenizer, card, state_dict)
 
-    result = train(
+    result = train_with_published_log(
         model,
         examples,
         SFTCollator(tokenizer.pad_token_id),

@@ -14,7 +14,14 @@ from typing import Any
 import pyarrow as pa
 
 from rlmec_core.io import write_parquet
-from rlmec_core.sampling import EngineSettings, GenerationResult, SampleSettings, generate, tokens_per_second
+from rlmec_core.sampling import (
+    PROMPT_TOO_LONG,
+    EngineSettings,
+    GenerationResult,
+    SampleSettings,
+    generate,
+    tokens_per_second,
+)
 from rlmec_core.schemas import SAMPLES
 from rlmec_core.stages.data import load_problems
 from rlmec_core.tasks import Problem, TaskAdapter, get_adapter
@@ -99,9 +106,14 @@ def sample_policy(
     table, result = draw_samples(model_path, problems, adapter, settings, engine)
     write_parquet(table, out_path, SAMPLES)
     correct = table.column("correct").to_pylist()
+    if result.skipped:
+        log.warning("%d of %d prompts did not fit the model's context with max_new_tokens=%d: their %d rows have "
+                    "finish_reason %r and no tokens", result.skipped, len(problems), settings.max_new_tokens,
+                    result.skipped * settings.n, PROMPT_TOO_LONG)
     return {
         "samples": table.num_rows,
         "problems": len(problems),
+        "prompt_too_long": result.skipped,
         "sample_accuracy": sum(correct) / max(len(correct), 1),
         "backend": result.backend,
         "tokens_per_s": tokens_per_second(result),

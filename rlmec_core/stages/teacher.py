@@ -28,6 +28,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from rlmec_core.edits import align
+from rlmec_core.errors import DataError
 from rlmec_core.io import read_parquet, write_json_atomic, write_parquet
 from rlmec_core.sampling import PROMPT_TOO_LONG, load_tokenizer
 from rlmec_core.schemas import REWRITES, SAMPLES
@@ -54,7 +55,11 @@ class Item:
 def distinct_predictions(samples: pa.Table, problems: Mapping[str, Problem], where: str) -> list[Item]:
     """Group samples by (problem, exact prediction text), in order of first appearance."""
     items: dict[tuple[str, str], Item] = {}
+    seen: set[str] = set()
     for row in samples.select(["sample_id", "problem_id", "completion", "correct", "finish_reason"]).to_pylist():
+        if row["sample_id"] in seen:
+            raise DataError(f"{where}: duplicate sample_id {row['sample_id']!r}")
+        seen.add(row["sample_id"])
         if row["finish_reason"] == PROMPT_TOO_LONG:
             continue
         problem = problems.get(row["problem_id"])
