@@ -204,6 +204,7 @@ def _forward_no_grad(
     imitation_coef: float,
     form: RatioForm,
     named: dict[str, torch.Tensor],
+    denominators: tuple[float, float] | None = None,
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """Everything but the graph: ``(stats, dL/d policy_logprobs [B*T], dL/d imitation_logprobs [B*U])``.
 
@@ -241,8 +242,9 @@ def _forward_no_grad(
         raise ValueError(f"imitation_weights contains negative weights (min {w_min:.6g})")
 
     n_r, n_w = int(n_r_f), int(n_w_f)
-    loss_rl = rl_value / max(n_r, 1)
-    loss_ir = -ir_dot / max(n_w, 1)
+    d_r, d_w = (max(n_r, 1), max(n_w, 1)) if denominators is None else denominators
+    loss_rl = rl_value / d_r
+    loss_ir = -ir_dot / d_w
     stats: dict[str, float] = {
         "loss": loss_rl + imitation_coef * loss_ir,
         "loss_rl": loss_rl,
@@ -253,8 +255,8 @@ def _forward_no_grad(
         "n_reward_tokens": n_r,
         "n_imitation_tokens": n_w,
     }
-    grad_y = grad_coef.mul_(1.0 / max(n_r, 1))
-    grad_z = w * (-imitation_coef / max(n_w, 1))
+    grad_y = grad_coef.mul_(1.0 / d_r)
+    grad_z = w * (-imitation_coef / d_w)
     return stats, grad_y, grad_z
 
 
@@ -268,6 +270,7 @@ def rlmec_loss(
     clip_eps: float = 0.3,
     imitation_coef: float = 1.0,
     ratio_form: str = "published",
+    denominators: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The RLMEC loss ``L = L_RL + imitation_coef * L_IR`` of one batch (RLMEC.md stage 6).
 
@@ -280,6 +283,10 @@ def rlmec_loss(
         clip_eps: ``eps`` of the ratio clip, in ``[0, 1)``.
         imitation_coef: ``lambda``, finite and ``>= 0``.
         ratio_form: a name in :data:`RATIO_FORMS`: ``"published"`` (default) or ``"ppo"``.
+        denominators: ``(d_r, d_w)`` replacing ``max(n_r, 1)`` and ``max(n_w, 1)`` (both > 0). Data-parallel
+            training passes the global batch's counts divided by the processes
+            (:func:`rlmec_core.train.dist.global_denominators`), so that the gradients averaged over the
+            processes equal one process's gradient on the whole batch. None: this batch's own counts.
 
     Every entry must be finite, padding included (``token_logprobs`` puts 0 there). Computation is in
     float32 (float64 if the inputs are float64); gradients come back in the inputs' dtypes.
@@ -327,6 +334,10 @@ def rlmec_loss(
     if not (0.0 <= float(imitation_coef) < math.inf):
         raise ValueError(f"imitation_coef must be finite and >= 0, got {imitation_coef!r}")
     form = get_ratio_form(ratio_form)
+    if denominators is not None:
+        denominators = (float(denominators[0]), float(denominators[1]))
+        if not all(0.0 < d < math.inf for d in denominators):
+            raise ValueError(f"denominators must be finite and > 0, got {denominators!r}")
     with torch.no_grad():
         stats, grad_y, grad_z = _forward_no_grad(
             policy_logprobs,
@@ -338,6 +349,7 @@ def rlmec_loss(
             float(imitation_coef),
             form,
             named,
+            denominators,
         )
     # The graph: a linear surrogate whose gradient is the analytic one, shifted to the exact value.
     lp = policy_logprobs.reshape(-1).to(grad_y.dtype)

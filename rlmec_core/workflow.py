@@ -15,16 +15,16 @@ from typing import Any
 log = logging.getLogger("rlmec")
 
 
-def _plain(obj: Any) -> Any:
-    """Snakemake's Namedlist/params objects as plain JSON-able values (for the log)."""
+def plain(obj: Any) -> Any:
+    """Snakemake's Namedlist/params objects as plain JSON-able values (for the log and launched stages)."""
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     if hasattr(obj, "items"):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain(v) for k, v in obj.items()}
     return str(obj)
 
 
@@ -58,7 +58,7 @@ def stage_context(smk: Any, stage: str) -> Iterator[None]:
     import torch
 
     torch.set_num_threads(threads)
-    params = {k: _plain(v) for k, v in smk.params.items()} if hasattr(smk.params, "items") else {}
+    params = {k: plain(v) for k, v in smk.params.items()} if hasattr(smk.params, "items") else {}
     log.info("stage %s: threads=%d params=%s", stage, threads, json.dumps(params, sort_keys=True))
     t0 = time.monotonic()
     try:

@@ -70,6 +70,7 @@ def rlmec_loss_loop(
     clip_eps: float = 0.3,
     imitation_coef: float = 1.0,
     ratio_form: str = "published",
+    denominators: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """RLMEC.md stage 6 with loops; ``[B, T]`` x3 and ``[B, U]`` x2 tensors, returns ``(loss, stats)``.
 
@@ -108,8 +109,9 @@ def rlmec_loss_loop(
             if w != 0:
                 n_w += 1
             ir_terms.append(w * -imitation_logprobs[b, j])
-    loss_rl = torch.stack(rl_terms).sum() / max(n_r, 1)
-    loss_ir = torch.stack(ir_terms).sum() / max(n_w, 1)
+    d_r, d_w = denominators or (max(n_r, 1), max(n_w, 1))
+    loss_rl = torch.stack(rl_terms).sum() / d_r
+    loss_ir = torch.stack(ir_terms).sum() / d_w
     loss = loss_rl + imitation_coef * loss_ir
     stats = {
         "loss": float(loss.detach()),

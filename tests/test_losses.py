@@ -77,6 +77,28 @@ def test_matches_loop_float32_and_options(ratio_form: str) -> None:
     _assert_matches_loop(batch, atol=1e-5, ratio_form=ratio_form, clip_eps=0.0, imitation_coef=0.0)
 
 
+@pytest.mark.parametrize("ratio_form", ["published", "ppo"])
+def test_data_parallel_denominators_match_the_loop_and_recombine(ratio_form: str) -> None:
+    """Given denominators (the global counts / processes), each shard's loss and gradients match the loop, and
+    the mean over shards equals the loss of the whole batch in one process."""
+    batch = _batch(3, B=6)
+    whole, whole_stats, g_lp, g_lpz = _run(rlmec_loss, batch, ratio_form=ratio_form)
+    shards = [{k: v[:2] for k, v in batch.items()}, {k: v[2:] for k, v in batch.items()}]
+    d = (whole_stats["n_reward_tokens"] / 2, whole_stats["n_imitation_tokens"] / 2)
+    losses, grads_lp, grads_lpz = [], [], []
+    for shard in shards:
+        _assert_matches_loop(shard, ratio_form=ratio_form, denominators=d)
+        loss, _, glp, glpz = _run(rlmec_loss, shard, ratio_form=ratio_form, denominators=d)
+        losses.append(loss)
+        grads_lp.append(glp / 2)  # DDP averages the gradients of the two processes
+        grads_lpz.append(glpz / 2)
+    torch.testing.assert_close(sum(losses) / 2, whole)
+    torch.testing.assert_close(torch.cat(grads_lp), g_lp)
+    torch.testing.assert_close(torch.cat(grads_lpz), g_lpz)
+    with pytest.raises(ValueError, match="denominators"):
+        rlmec_loss(*batch.values(), denominators=(0.0, 1.0))
+
+
 def test_instance_level_rewards_through_the_same_loss() -> None:
     batch = _batch(11)
     mask = batch["policy_logprobs"] != 0

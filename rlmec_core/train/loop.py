@@ -151,6 +151,10 @@ def train(
         raise ValueError(f"{description}: the training set is empty")
     checkpoint_dir = Path(checkpoint_dir)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(settings.mixed_precision))
+    if settings.grad_accum > 1 and accelerator.distributed_type.name == "DEEPSPEED":
+        # DeepSpeed steps inside backward() on its own accumulation counter; this loop accumulates itself
+        raise ValueError(f"{description}: grad_accum={settings.grad_accum} is not supported under DeepSpeed; "
+                         "set grad_accum 1 and raise batch_size or the number of processes instead")
     set_seed(settings.seed)
     if settings.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable()
@@ -278,6 +282,10 @@ def train(
             if step % settings.log_every == 0 or step == total_steps:
                 elapsed = elapsed_before + time.monotonic() - t0
                 record = {k: v / window_n for k, v in window.items()}
+                if accelerator.num_processes > 1:  # the mean over processes (= the global batch's loss, see dist.py)
+                    keys = sorted(record)
+                    values = torch.tensor([record[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+                    record = dict(zip(keys, accelerator.reduce(values, reduction="mean").tolist(), strict=True))
                 record.update(
                     step=step,
                     epoch=micro_done / batches_per_epoch,

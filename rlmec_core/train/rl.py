@@ -15,6 +15,7 @@ import torch
 
 from rlmec_core.logprobs import token_logprobs
 from rlmec_core.losses import rlmec_loss
+from rlmec_core.train.dist import data_parallel_world, global_denominators
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,15 @@ def rl_batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, cli
                   imitation_coef: float, ratio_form: str) -> tuple[torch.Tensor, dict[str, float]]:
     """``rlmec_loss`` of a collated batch: one forward pass for ``y`` and ``z`` (``[2B, W]``), split in two."""
     b = batch["rewards"].shape[0]
+    # data parallel: divide by the global batch's counts (None in one process; see rlmec_core.train.dist)
+    denominators = None
+    if data_parallel_world() > 1:
+        denominators = global_denominators((batch["rewards"] != 0).sum(), (batch["imitation_weights"] != 0).sum())
     logp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["target_mask"])  # [2B, W]
     device = logp.device
     return rlmec_loss(logp[:b], batch["old_logprobs"].to(device), batch["rewards"].to(device), logp[b:],
                       batch["imitation_weights"].to(device), clip_eps=clip_eps, imitation_coef=imitation_coef,
-                      ratio_form=ratio_form)
+                      ratio_form=ratio_form, denominators=tuple(denominators) if denominators else None)
 
 
 def count_rl_tokens(batch: dict[str, torch.Tensor]) -> int:

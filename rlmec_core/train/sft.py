@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from rlmec_core.train.dist import global_denominators
+
 IGNORE_INDEX = -100
 
 
@@ -79,7 +81,9 @@ def sft_loss(
     Shapes: ``input_ids``, ``attention_mask``, ``labels`` [B, T]; logits [B, T, V] are shifted by one so
     that position t predicts token t+1. ``normalization``: ``"token"`` = the mean over all target tokens
     of the batch (the usual SFT loss); ``"example"`` = the mean over examples of each example's mean, so
-    that a short target (a step label) weighs as much as a long one (a whole rewrite).
+    that a short target (a step label) weighs as much as a long one (a whole rewrite). Under data
+    parallelism ``"token"`` divides by the global batch's token count over the processes
+    (:func:`rlmec_core.train.dist.global_denominators`), so P processes train exactly like one.
     Returns ``(loss, {"target_tokens": n, "token_acc": acc})``.
     """
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -91,7 +95,9 @@ def sft_loss(
         raise ValueError("batch has no target tokens")
     nll = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
     if normalization == "token":
-        loss = nll.sum() / n
+        # the token mean of the global batch under data parallelism (see rlmec_core.train.dist)
+        denominators = global_denominators(n)
+        loss = nll.sum() / (denominators[0] if denominators else n)
     elif normalization == "example":
         per_example = nll.sum(1) / mask.sum(1).clamp_min(1)
         loss = per_example[mask.any(1)].mean()

@@ -1,21 +1,16 @@
 """Stage script `policy_bootstrap`: build and SFT the tiny demo policy (see rlmec_core.stages.policy)."""
 
-from rlmec_core.stages.policy import bootstrap_policy
-from rlmec_core.workflow import stage_context
+from rlmec_core.launch import run_training
+from rlmec_core.workflow import plain, stage_context
 
 
 def main(smk) -> None:
     with stage_context(smk, "policy_bootstrap"):
-        bootstrap_policy(
-            smk.input.train,
-            smk.output.model,
-            adapter_name=smk.params.adapter,
-            prompt_template=smk.params.prompt_template,
-            bootstrap=smk.params.bootstrap,
-            seed=smk.params.seed,
-            checkpoint_dir=smk.params.checkpoint_dir,
-            metrics_path=smk.output.metrics,
-        )
+        run_training("policy_bootstrap", {
+            "train_path": smk.input.train, "out_dir": smk.output.model, "adapter_name": smk.params.adapter,
+            "prompt_template": smk.params.prompt_template, "bootstrap": plain(smk.params.bootstrap),
+            "seed": smk.params.seed, "checkpoint_dir": smk.params.checkpoint_dir, "metrics_path": smk.output.metrics,
+        }, smk.config.get("launch"))
 
 
 if __name__ == "__main__":
