@@ -97,7 +97,7 @@ def check(name: str, arch: TinyArch, problems, tokenizer, work: Path, steps: int
                                           description=f"{name}-grm"))
     grm = {"steps": res.steps, "tokens": res.tokens_seen, "seconds": secs, "tokens_per_s": res.tokens_seen / secs,
            "peak_mem_mib": mem, "final_loss": res.final_loss}
-    del model
+    model = None  # free the GPU memory before sampling
     if CUDA:
         torch.cuda.empty_cache()
 
