@@ -24,9 +24,9 @@ from rlmec_core.losses import RATIO_FORMS
 from rlmec_core.methods import get_method, method_examples
 from rlmec_core.sampling import load_tokenizer
 from rlmec_core.schemas import SAMPLES, TOKEN_REWARDS
-from rlmec_core.stages.policy import MODEL_CARD, train_settings, write_model_dir
+from rlmec_core.stages.policy import MODEL_CARD, train_settings, train_with_published_log, write_model_dir
 from rlmec_core.train.dpo import DPOCollator, dpo_batch_loss, pairs_from_samples, with_reference
-from rlmec_core.train.loop import TrainResult, train
+from rlmec_core.train.loop import TrainResult
 from rlmec_core.train.rl import RLCollator, RLExample, count_rl_tokens, rl_batch_loss
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,9 @@ def rl_update(
                                     imitation_coef=rl_cfg["imitation_coef"], ratio_form=rl_cfg["ratio_form"])
     log.info("RLMEC update of %s on %d samples (%s ratio, eps %.2f, lambda %.2f): %s", policy_dir, len(examples),
              rl_cfg["ratio_form"], rl_cfg["clip_eps"], rl_cfg["imitation_coef"], settings)
-    result = train(model, dataset, collate, loss_fn, settings,
-                   checkpoint_dir=checkpoint_dir, metrics_path=metrics_path, count_tokens=count_rl_tokens,
-                   description=method, save_fn=save)
+    # the log lives beside the checkpoints until the end: Snakemake deletes a killed job's declared outputs
+    result = train_with_published_log(model, dataset, collate, loss_fn, settings, checkpoint_dir=checkpoint_dir,
+                                      metrics_path=metrics_path, count_tokens=count_rl_tokens, description=method,
+                                      save_fn=save)
     log.info("RLMEC policy saved to %s: %d steps, %.0f s", out_dir, result.steps, result.wall_seconds)
     return card
