@@ -31,6 +31,35 @@ def _chunk_logprobs(
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+def _wrapped_token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attn: torch.Tensor, tmask: torch.Tensor,
+                            chunk_size: int) -> torch.Tensor:
+    """:func:`token_logprobs` of a model wrapped by DDP/FSDP/DeepSpeed: one forward through the wrapper (its full
+    ``[B, T, V]`` logits in the model's dtype, softcapping applied by the model), then ``log_softmax`` in float32
+    one chunk of target rows at a time. More memory than the unwrapped path (the logits are materialised)."""
+    inner = model
+    while not hasattr(inner, "get_output_embeddings") and hasattr(inner, "module"):
+        inner = inner.module
+    vocab = int(inner.get_output_embeddings().weight.shape[0]) if hasattr(inner, "get_output_embeddings") else None
+    lo, hi = int(input_ids.min()), int(input_ids.max())
+    if lo < 0 or (vocab is not None and hi >= vocab):
+        raise ValueError(f"input_ids must lie in [0, {vocab}) (the vocabulary), got [{lo}, {hi}]")
+    device = next(model.parameters()).device
+    input_ids, attn, tmask = input_ids.to(device), attn.to(device), tmask.to(device)
+    position_ids = (attn.long().cumsum(-1) - 1).clamp_min(0)
+    logits = model(input_ids=input_ids, attention_mask=attn.long(), position_ids=position_ids, use_cache=False).logits
+    sel = tmask[:, 1:] & attn[:, :-1]  # [B, T-1]
+    rows = logits[:, :-1][sel]  # [N, V]
+    targets = input_ids[:, 1:][sel]  # [N]
+    pieces = []
+    for start in range(0, rows.shape[0], chunk_size):
+        chunk = rows[start : start + chunk_size].float()
+        picked = chunk.gather(-1, targets[start : start + chunk_size].unsqueeze(-1)).squeeze(-1)
+        pieces.append(picked - torch.logsumexp(chunk, dim=-1))
+    values = torch.cat(pieces) if pieces else logits.new_zeros(0, dtype=torch.float32)
+    shifted = torch.zeros(sel.shape, dtype=torch.float32, device=device).masked_scatter(sel, values)
+    return torch.nn.functional.pad(shifted, (1, 0))
+
+
 def _check_mask(name: str, mask: object, shape: torch.Size) -> torch.Tensor:
     if not isinstance(mask, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
@@ -103,6 +132,10 @@ def token_logprobs(
     if bool((tmask & ~attn).any()):
         raise ValueError("target_mask marks positions where attention_mask is 0 (padding)")
 
+    if not hasattr(model, "get_output_embeddings") and hasattr(model, "module"):
+        # wrapped for data parallelism (DDP, FSDP, a DeepSpeed engine): the forward must go through the
+        # wrapper (gradient sync, parameter gathering), so the model computes its own logits here
+        return _wrapped_token_logprobs(model, input_ids, attn, tmask, chunk_size)
     head = model.get_output_embeddings()
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     if head is None or decoder is None or decoder is model:

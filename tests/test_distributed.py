@@ -20,15 +20,16 @@ from transformers import AutoTokenizer
 from rlmec_core.config import validate_config
 from rlmec_core.io import read_parquet, write_parquet
 from rlmec_core.launch import ENTRYPOINTS, free_port, is_launched, launch_command, run_training
+from rlmec_core.models.tiny import TinyArch, build_tiny_llama, train_tokenizer
 from rlmec_core.sampling import EngineSettings
 from rlmec_core.schemas import SAMPLES, TOKEN_REWARDS
 from rlmec_core.stages.grm import build_grm_data
 from rlmec_core.stages.label import label_samples
+from rlmec_core.stages.policy import write_model_dir
 from rlmec_core.stages.teacher import run_teacher
 
 pytestmark = pytest.mark.slow
 
-# the shortest frames: the demo policy (192 positions) stands in for the GRM
 COMPACT = {"rewrite": "{question}\n{reference}\n{prediction}\n=\n", "error_step": "{question}\n{reference}\n{prediction}\n?\n",
            "error_target": "[{step}]"}
 GLOBAL_BATCH = 8
@@ -37,12 +38,18 @@ TRAIN = {"epochs": 1, "lr": 3e-3, "warmup_ratio": 0.0, "schedule": "constant_wit
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, demo_policy):
-    """Labels (the demo policy standing in for the GRM) and GRM SFT data, each trimmed to a multiple of the
-    global batch so that every process gets full batches (accelerate pads an uneven last batch by repeating
-    examples, which one process would not do)."""
+def inputs(tmp_path_factory):
+    """An untrained tiny policy (training needs no skill to be compared), labels (the policy standing in for
+    the GRM) and GRM SFT data, each trimmed to a multiple of the global batch so that every process gets full
+    batches (accelerate pads an uneven last batch by repeating examples, which one process would not do)."""
     d = tmp_path_factory.mktemp("dist")
-    samples_path, problems_path, _ = make_teacher_inputs(d, 40, wrong_per_problem=2, correct_per_problem=1, seed=5)
+    samples_path, problems_path, _ = make_teacher_inputs(d, 40, wrong_per_problem=2, correct_per_problem=1,
+                                                                seed=5)
+    texts = [r["prompt"] + r["completion"] for r in read_parquet(samples_path, SAMPLES).to_pylist()]
+    tokenizer = train_tokenizer(texts, 384, model_max_length=384)
+    demo_policy = d / "policy"
+    write_model_dir(demo_policy, build_tiny_llama(tokenizer, TinyArch(max_position_embeddings=384), seed=0),
+                    tokenizer, {"stage": "test", "prompt_template": "Question: {question}\nAnswer:\n"})
     tok = AutoTokenizer.from_pretrained(str(demo_policy))
     rows = read_parquet(samples_path, SAMPLES).to_pylist()
     for r in rows:
@@ -51,7 +58,7 @@ def inputs(tmp_path_factory, demo_policy):
     import pyarrow as pa
 
     write_parquet(pa.Table.from_pylist(rows, schema=SAMPLES), samples_path, SAMPLES)
-    cfg = validate_config({"grm": {"prompts": COMPACT, "validation_fraction": 0.1, "max_length": 192}})
+    cfg = validate_config({"grm": {"prompts": COMPACT, "validation_fraction": 0.1, "max_length": 384}})
     run_teacher(samples_path, problems_path, demo_policy, d / "rewrites.parquet", d / "t.json", adapter_name="arith",
                 teacher_cfg=cfg["teacher"], seed=0, cache_path=d / "cache.jsonl")
     label_samples(demo_policy, demo_policy, samples_path, d / "rewrites.parquet", d / "labels_all.parquet",

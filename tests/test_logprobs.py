@@ -127,3 +127,37 @@ def test_bad_inputs_name_the_argument(model: LlamaForCausalLM, change, message: 
         token_logprobs(model, *change(ids, attn, target))
     with pytest.raises(ValueError, match="chunk_size"):
         token_logprobs(model, ids, attn, target, chunk_size=0)
+
+
+class _Wrapped(torch.nn.Module):
+    """Stands in for DDP/FSDP/DeepSpeed: the model sits in ``.module``, the forward goes through the wrapper."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.calls = 0
+
+    def forward(self, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return self.module(**kwargs)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_a_wrapped_model_goes_through_its_wrapper_and_matches(model: LlamaForCausalLM, side: str) -> None:
+    ids, attn, target, _ = _padded_batch(side)
+    wrapped = _Wrapped(model)
+    got = token_logprobs(wrapped, ids, attn, target, chunk_size=4)
+    ref = token_logprobs_full(model, ids, attn, target)
+    assert wrapped.calls == 1  # the wrapper's forward ran (gradient sync / parameter gathering happen there)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    got.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    token_logprobs_full(model, ids, attn, target).sum().backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)
+    model.zero_grad()
+    bad = ids.clone()
+    bad[0, 0] = VOCAB
+    with pytest.raises(ValueError, match="vocabulary"):
+        token_logprobs(wrapped, bad, attn, target)

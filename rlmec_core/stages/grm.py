@@ -31,6 +31,7 @@ from rlmec_core.grm.data import build_examples
 from rlmec_core.grm.prompts import GRMPrompts
 from rlmec_core.io import read_parquet, write_json_atomic, write_parquet
 from rlmec_core.sampling import (
+    PROMPT_TOO_LONG,
     EngineSettings,
     SampleSettings,
     check_model_weights,
@@ -135,7 +136,7 @@ def train_grm(data_path: str | Path, init_model: str | Path, out_dir: str | Path
                                       checkpoint_dir=checkpoint_dir, metrics_path=metrics_path, description="grm-sft",
                                       save_fn=save)
     log.info("GRM saved to %s: %d steps, %.0f s, %.0f tokens/s", out_dir, result.steps, result.wall_seconds,
-             card["tokens_per_s"])
+             result.tokens_seen / max(result.wall_seconds, 1e-9))  # (the card is filled on the main process only)
     return card
 
 
@@ -146,6 +147,7 @@ class GRMRewrite:
     error_step_reply: str
     rewrite: str | None
     rewrite_reply: str | None
+    too_long: bool = False  # a prompt of either step did not fit the GRM's context: skipped, not generated
 
 
 def grm_two_step(model_dir: str | Path, cases: Sequence[tuple[str, Sequence[str], Sequence[str]]],
@@ -157,7 +159,8 @@ def grm_two_step(model_dir: str | Path, cases: Sequence[tuple[str, Sequence[str]
     first = generate(model_dir, [prompts.error_step_prompt(q, ref, pred) for q, ref, pred in cases],
                      SampleSettings(n=1, temperature=0.0, max_new_tokens=gen["max_new_tokens_error_step"]), engine)
     steps = [parse_error_step(c[0].text, len(pred)) for c, (_, _, pred) in zip(first.completions, cases, strict=True)]
-    todo = [i for i, k in enumerate(steps) if k is not None and k >= 0]
+    too_long = [c[0].finish_reason == PROMPT_TOO_LONG for c in first.completions]
+    todo = [i for i, k in enumerate(steps) if k is not None and k >= 0 and not too_long[i]]
     prefixes = []
     for i in todo:
         q, ref, pred = cases[i]
@@ -165,9 +168,12 @@ def grm_two_step(model_dir: str | Path, cases: Sequence[tuple[str, Sequence[str]
         prefixes.append(prompts.rewrite_prompt(q, ref, pred) + "".join(line + "\n" for line in kept))
     second = generate(model_dir, prefixes, SampleSettings(n=1, temperature=0.0,
                       max_new_tokens=gen["max_new_tokens_rewrite"]), engine) if todo else None
-    out = [GRMRewrite(k, c[0].text, None, None) for k, c in zip(steps, first.completions, strict=True)]
+    out = [GRMRewrite(k, c[0].text, None, None, t) for k, c, t in zip(steps, first.completions, too_long, strict=True)]
     for j, i in enumerate(todo):
         kept = list(cases[i][2][: steps[i]])
+        if second.completions[j][0].finish_reason == PROMPT_TOO_LONG:
+            out[i] = GRMRewrite(steps[i], out[i].error_step_reply, None, None, True)
+            continue
         reply = second.completions[j][0].text
         cont = parse_continuation(reply, kept)
         out[i] = GRMRewrite(steps[i], out[i].error_step_reply, "\n".join([*kept, *cont]) if cont else None, reply)
@@ -202,7 +208,8 @@ def grm_rewrite(model_dir: str | Path, samples_path: str | Path, problems_path: 
             statuses[r["status"]] += 1
     ok = [r["edit_ratio"] for r in rows if not r["prediction_correct"] and r["status"] == "ok"]
     metrics = {"samples": samples.num_rows, "distinct_predictions": len(items), "wrong": len(wrong),
-               "statuses": statuses, "ok_fraction": statuses["ok"] / len(wrong) if wrong else None,
+               "statuses": statuses, "prompt_too_long": sum(res.too_long for res in results),
+               "ok_fraction": statuses["ok"] / len(wrong) if wrong else None,
                "mean_edit_ratio": float(np.mean(ok)) if ok else None, "wall_seconds": time.monotonic() - t0}
     write_json_atomic(metrics_path, metrics)
     log.info("GRM rewrites: %s", metrics)
@@ -219,6 +226,9 @@ class _GRMSource:
 
 def _grm_row(item: Item, res: GRMRewrite, adapter: TaskAdapter, source: _GRMSource) -> dict[str, Any]:
     common = {"error_step_reply": res.error_step_reply, "attempts": 1}
+    if res.too_long:
+        return rewrite_row(item, source, status="filtered", detail="prompt longer than the GRM's context: skipped",
+                           **common)
     if res.error_step is None:
         return rewrite_row(item, source, status="parse_error", detail="no valid step label in the GRM's reply", **common)
     if res.error_step < 0:

@@ -150,7 +150,9 @@ def train(
     if len(dataset) == 0:
         raise ValueError(f"{description}: the training set is empty")
     checkpoint_dir = Path(checkpoint_dir)
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(settings.mixed_precision))
+    # cpu=True without CUDA: accelerate then joins a torchrun/`accelerate launch` group over gloo (MULTI_CPU)
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(settings.mixed_precision),
+                              cpu=not torch.cuda.is_available())
     if settings.grad_accum > 1 and accelerator.distributed_type.name == "DEEPSPEED":
         # DeepSpeed steps inside backward() on its own accumulation counter; this loop accumulates itself
         raise ValueError(f"{description}: grad_accum={settings.grad_accum} is not supported under DeepSpeed; "
