@@ -197,3 +197,31 @@ def test_killed_grm_training_resumes_from_its_last_checkpoint(rewrites, demo_pol
     logged = [json.loads(line)["step"] for line in (tmp_path / "model.train_metrics.jsonl").read_text().splitlines()]
     assert logged == list(range(1, card["steps"] + 1))  # no step logged twice, none skipped
     assert not list((tmp_path / "ckpt").glob("step-*"))  # checkpoints go once the model is saved
+
+
+def test_grm_prompts_longer_than_its_context_are_skipped_and_counted_not_parse_errors(monkeypatch):
+    """A (QA) problem whose GRM prompt does not fit the context gets ``prompt_too_long`` completions from the
+    sampler; the two-step rewrite marks it (status ``filtered``, a detail saying why), never a parse error."""
+    import rlmec_core.stages.grm as grm_stage
+    from rlmec_core.sampling import PROMPT_TOO_LONG, Completion, GenerationResult
+    from rlmec_core.stages.teacher import Item
+    from rlmec_core.tasks import Problem
+
+    def fake_generate(model_dir, prompts, settings, engine):  # the first prompt fits, the second does not
+        out = [[Completion("[0]" if settings.max_new_tokens == 6 else "The answer is a", [5], "stop")]
+               if "fits" in p else [Completion("", [], PROMPT_TOO_LONG)] for p in prompts]
+        return GenerationResult(out, "fake", 0.0, 0.0, skipped=sum(c[0].finish_reason == PROMPT_TOO_LONG for c in out))
+
+    monkeypatch.setattr(grm_stage, "generate", fake_generate)
+    cases = [("fits?\nOptions:\na\nb", ["The answer is a"], ["The answer is b"]),
+             ("too long\nOptions:\na\nb", ["The answer is a"], ["The answer is b"])]
+    res = grm_stage.grm_two_step("unused", cases, GRMPrompts.from_config(COMPACT), EngineSettings(backend="hf"),
+                                 grm_cfg()["generation"])
+    assert [r.too_long for r in res] == [False, True]
+    assert res[0].rewrite == "The answer is a" and res[1].rewrite is None
+    adapter = get_adapter("mcqa")
+    rows = [grm_stage._grm_row(Item(Problem(f"p{i}", q, ref[0], "a", "mcqa"), pred[0], False, [f"s{i}"]), r, adapter,
+                               grm_stage._GRMSource("grm"))
+            for i, ((q, ref, pred), r) in enumerate(zip(cases, res, strict=True))]
+    assert [r["status"] for r in rows] == ["ok", "filtered"]
+    assert "context" in rows[1]["detail"] and rows[1]["rewrite"] is None
