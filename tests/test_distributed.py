@@ -65,15 +65,15 @@ def inputs(tmp_path_factory):
                   d / "label.json", adapter_name="arith", grm_cfg=cfg["grm"], label_cfg=cfg["label"],
                   engine=EngineSettings(backend="hf"))
     labels = pq.read_table(d / "labels_all.parquet")
-    n = labels.num_rows // (2 * GLOBAL_BATCH) * (2 * GLOBAL_BATCH)
-    assert n >= 2 * GLOBAL_BATCH, labels.num_rows
+    n = 4 * GLOBAL_BATCH  # four optimizer steps
+    assert labels.num_rows >= n, labels.num_rows
     write_parquet(labels.slice(0, n), d / "labels.parquet", TOKEN_REWARDS)
     build_grm_data(d / "rewrites.parquet", d / "grm_all.parquet", d / "grm_stats.json", adapter_name="arith",
                    grm_cfg=cfg["grm"], seed=0)
     grm = pq.read_table(d / "grm_all.parquet")
     train_rows = [i for i, s in enumerate(grm.column("split").to_pylist()) if s == "train"]
-    keep = train_rows[: len(train_rows) // (2 * GLOBAL_BATCH) * (2 * GLOBAL_BATCH)]
-    assert len(keep) >= 2 * GLOBAL_BATCH
+    keep = train_rows[: 4 * GLOBAL_BATCH]
+    assert len(keep) == 4 * GLOBAL_BATCH
     pq.write_table(grm.take(keep), d / "grm.parquet")
     return {"dir": d, "policy": demo_policy, "labels": d / "labels.parquet", "grm_data": d / "grm.parquet", "cfg": cfg}
 
@@ -109,7 +109,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(inputs, tmp_pat
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
     two.mkdir()
-    _torchrun(stage, _kwargs(stage, inputs, one, GLOBAL_BATCH), one, nproc=1)
+    run_training(stage, _kwargs(stage, inputs, one, GLOBAL_BATCH))  # one process, in this one
     _torchrun(stage, _kwargs(stage, inputs, two, GLOBAL_BATCH // 2), two, nproc=2)
     log1, log2 = _log(one / "log.jsonl"), _log(two / "log.jsonl")
     assert [r["step"] for r in log1] == [r["step"] for r in log2] and len(log1) >= 2
