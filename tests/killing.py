@@ -295,6 +295,7 @@ def crash_and_rerun(stage: Stage, ref: Path, work: Path, snakemake_cmd: Sequence
     shutil.copytree(ref, work, symlinks=True)
     job_s = benchmark_seconds(ref / stage.benchmark)
     ref_steps = jsonl_steps(ref / stage.train_log) if stage.train_log else []
+    # training stages: kill after distinct logged steps (more kills than steps: the rest by time, as below)
     kill_steps = sorted(rng.sample(ref_steps[:-1], min(kills, len(ref_steps) - 1))) if ref_steps else []
     record: dict = {"stage": stage.name, "kills": [], "reference_job_seconds": job_s}
     log = work / stage.log
@@ -307,16 +308,18 @@ def crash_and_rerun(stage: Stage, ref: Path, work: Path, snakemake_cmd: Sequence
         cmd = [*snakemake_cmd, *stage.targets, *(["--force"] if i == 0 else [])]
         if final:
             predicate: Callable[[], bool] = lambda: False  # noqa: E731
-        elif kill_steps:  # a training stage logging more than its last step
-            step = kill_steps[min(i, len(kill_steps) - 1)]
-            predicate = after(jsonl_reaches(work / stage.live_log, step), rng.uniform(0.0, 0.5))
+        elif i < len(kill_steps):  # a training stage: once this run's job has logged the step
+            started, reached = script_started(work, stage.script), jsonl_reaches(work / stage.live_log, kill_steps[i])
+            predicate = after(lambda s=started, r=reached: s() and r(), rng.uniform(0.0, 0.5))
         else:  # a fraction of the job's reference wall time after Snakemake started the job's script
             predicate = after(script_started(work, stage.script), rng.uniform(*window) * job_s)
         out = run_and_kill(cmd, work, predicate, timeout_s=job_timeout_s, log_path=work / f".kill_run_{i}.log")
         entry = {"run": i, "killed": out.killed, "job_alive_at_kill": out.job_alive, "seconds": round(out.seconds, 2),
                  "returncode": out.returncode,
-                 # the run started the job (its log was created): a killed job is never taken as complete
-                 "job_started": log.exists(), "after_mid_job_kill": previous_mid_job}
+                 # the run started the job (the kill predicate saw its script or its training log, or the job
+                 # created its log): a killed job is never taken as complete
+                 "job_started": log.exists() or (out.killed and out.reason == "predicate"),
+                 "after_mid_job_kill": previous_mid_job}
         if out.killed:
             entry["half_written"] = half_written(work, stage)
             if stage.checkpoint_dir:

@@ -67,6 +67,7 @@ def reference(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the first one also waits for the module's reference run
 @pytest.mark.parametrize("stage", smoke_stages(), ids=lambda s: s.name)
 def test_killed_stage_reruns_to_the_uninterrupted_result(reference, tmp_path, stage):
     kills = KILLS.get(stage.name, 1)

@@ -36,6 +36,7 @@ def calls(path: Path):
 
 # -- keys ----------------------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_a_planted_key_reaches_the_server_and_no_file_the_pipeline_writes(tmp_path):
     """The whole smoke pipeline with the OpenAI-compatible teacher (tests/fake_llm_server.py on 127.0.0.1) and
     the key in the environment variable named by teacher.api_key_env; then every file under the run
