@@ -182,7 +182,7 @@ def test_compare_target_runs_every_method_on_the_same_samples(smoke_run):
     for name, m in table["methods"].items():
         assert 0.0 <= m["test_mean"] <= 1.0 and m["wrong_steps_per_solution"] is not None, name
     runs = {r["method"]: r for r in table["runs"]}
-    assert runs["rlmec"]["policy"] == "rlmec" and runs["rft"]["policy"] == "rft_lr0.001_s0"
+    assert runs["rlmec"]["policy"] == "rlmec" and runs["rft"]["policy"] == "rft_lr0.0005_s0"
     sweep = json.loads((work / "results" / "smoke" / "compare" / "sweep.json").read_text())["methods"]["instance_rl"]
     assert set(sweep["validation"]) == {"0.001", "0.0003"} and sweep["in_use"] == 1e-3
     assert sweep["policies"]["0.001"] == runs["instance_rl"]["policy"]  # the sweep's run is the compared run
