@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 from rlmec_core.errors import DataError
 from rlmec_core.io import iter_jsonl
