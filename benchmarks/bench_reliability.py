@@ -92,7 +92,9 @@ def main() -> None:
             (long_ref / "rl_long.yaml").write_text(json.dumps(RL_LONG))
             cmd = [*snakemake_cmd()[:-1], "rl_long.yaml", "--nolock"]
             subprocess.run([*cmd, *stage.targets, "--force"], cwd=long_ref, check=True, capture_output=True)
-            rec = crash_and_rerun(stage, long_ref, tmp / name, cmd, kills=args.kills, seed=args.seed + i)
+            # its steps take milliseconds: kill as soon as the step is logged
+            rec = crash_and_rerun(stage, long_ref, tmp / name, cmd, kills=args.kills, seed=args.seed + i,
+                                  step_delay=(0.0, 0.0))
             rec["stage"] = "rl_long"
         else:
             rec = crash_and_rerun(stages[name], ref, tmp / name, snakemake_cmd(), kills=args.kills,

@@ -149,7 +149,8 @@ def jsonl_reaches(path: str | os.PathLike[str], step: int) -> Callable[[], bool]
     p = Path(path)
 
     def check() -> bool:
-        return bool(jsonl_steps(p)) and jsonl_steps(p)[-1] >= step
+        steps = jsonl_steps(p)  # once: the file may be rewritten between two reads
+        return bool(steps) and steps[-1] >= step
 
     return check
 
@@ -229,7 +230,7 @@ def smoke_stages(run: str = "smoke", task: str = "arith_smoke") -> list[Stage]:
               (f"{r}/label/token_rewards.parquet",)),
         Stage("rl", (f"{r}/policy/rlmec",), f"{r}/logs/rl.log", f"{r}/benchmarks/rl.tsv", (),
               checkpoint_dir=f"{r}/checkpoints/rl", train_log=f"{r}/train_logs/rl.jsonl",
-              live_log=f"{r}/train_logs/rl.jsonl", model_dir=f"{r}/policy/rlmec"),
+              live_log=f"{r}/checkpoints/rl/{LIVE_LOG}", model_dir=f"{r}/policy/rlmec"),
     ]
 
 
@@ -275,7 +276,7 @@ def same_artefact(a: Path, b: Path, exact_bytes: bool) -> bool:
 
 def crash_and_rerun(stage: Stage, ref: Path, work: Path, snakemake_cmd: Sequence[str], *, kills: int, seed: int,
                     loss_tol: float = 1e-3, job_timeout_s: float = 600.0,
-                    window: tuple[float, float] = (0.05, 0.9)) -> dict:
+                    window: tuple[float, float] = (0.05, 0.9), step_delay: tuple[float, float] = (0.0, 0.5)) -> dict:
     """Kill ``stage``'s job ``kills`` times at seeded random points, then let it finish; compare with ``ref``.
 
     ``work`` is made as a copy of ``ref`` (a finished run, ``.snakemake/`` included). The first run forces the
@@ -283,7 +284,7 @@ def crash_and_rerun(stage: Stage, ref: Path, work: Path, snakemake_cmd: Sequence
     (a killed job's outputs are incomplete) and is itself killed, until the last one runs to the end.
     Deterministic stages are killed a random fraction (in ``window``) of the job's reference wall time after
     Snakemake started the job's script; training stages once their live training log passes a random step (plus up to half a second),
-    so that kills land between checkpoints. Returns a record of every kill and of the checks (the caller
+    so that kills land between checkpoints (``step_delay``: the extra delay's range). Returns a record of every kill and of the checks (the caller
     asserts on it).
     """
     import random
@@ -310,7 +311,7 @@ def crash_and_rerun(stage: Stage, ref: Path, work: Path, snakemake_cmd: Sequence
             predicate: Callable[[], bool] = lambda: False  # noqa: E731
         elif i < len(kill_steps):  # a training stage: once this run's job has logged the step
             started, reached = script_started(work, stage.script), jsonl_reaches(work / stage.live_log, kill_steps[i])
-            predicate = after(lambda s=started, r=reached: s() and r(), rng.uniform(0.0, 0.5))
+            predicate = after(lambda s=started, r=reached: s() and r(), rng.uniform(*step_delay))
         else:  # a fraction of the job's reference wall time after Snakemake started the job's script
             predicate = after(script_started(work, stage.script), rng.uniform(*window) * job_s)
         out = run_and_kill(cmd, work, predicate, timeout_s=job_timeout_s, log_path=work / f".kill_run_{i}.log")
