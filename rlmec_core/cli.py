@@ -173,6 +173,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         teacher_cfg=teacher,
         seed=cfg["seed"],
         cache_path=args.cache or out / f"cache_{teacher['backend']}.jsonl",
+        trust_remote_code=cfg["engine"]["trust_remote_code"],
     )
     print(json.dumps({k: metrics[k] for k in ("statuses", "mean_edit_ratio", "mean_edit_ratio_replace_rest",
                                               "requests_sent", "cache_hits")}, indent=2))

@@ -81,9 +81,8 @@ def test_keys_are_read_only_from_the_environment():
 
 
 # -- remote code -------------------------------------------------------------------------------------------
-# load_tokenizer calls that do not pass the config's trust_remote_code, each with the reason (open items in
-# docs/reliability.md): the teacher rule does not receive engine.trust_remote_code.
-TOKENIZER_DEFAULT_OFF = {("stages/teacher.py", "load_tokenizer")}
+# load_tokenizer calls allowed not to pass the config's trust_remote_code, each with the reason (none left).
+TOKENIZER_DEFAULT_OFF: set[tuple[str, str]] = set()
 
 
 def test_every_model_and_tokenizer_load_states_trust_remote_code():

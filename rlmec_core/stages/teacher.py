@@ -231,6 +231,7 @@ def run_teacher(
     teacher_cfg: Mapping[str, Any],
     seed: int,
     cache_path: str | Path,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Run the stage (see the module docstring); returns the metrics written to ``metrics_path``."""
     t0 = time.monotonic()
@@ -270,7 +271,7 @@ def run_teacher(
             rows.append(rewrite_row(it, None, error_step=-1, rewrite=it.prediction, rewrite_correct=True))
         elif (it.problem.id, it.prediction) in by_key:
             rows.append(by_key[(it.problem.id, it.prediction)])
-    tokenizer = load_tokenizer(tokenizer_path)
+    tokenizer = load_tokenizer(tokenizer_path, trust_remote_code=trust_remote_code)
     measure_edits(rows, tokenizer, adapter, teacher_cfg.get("max_edit_ratio"))
     write_parquet(pa.Table.from_pylist(rows, schema=REWRITES), out_path, REWRITES)
 

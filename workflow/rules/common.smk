@@ -1,4 +1,5 @@
 # Paths and helpers shared by every rule file.
+import math
 import json
 from pathlib import Path
 
@@ -105,10 +106,18 @@ def compare_runs():
     return [(m, s, method_policy(m, s)) for m in COMPARE["methods"] for s in COMPARE["seeds"]]
 
 
+def sweep_lrs(method):
+    """The lrs one method is swept at: compare.sweep.lrs plus the lr it is compared at, so the sweep table
+    always holds a validation figure for the compared lr."""
+    lrs = [float(lr) for lr in COMPARE["sweep"]["lrs"]]
+    used = method_lr(method)
+    return sorted(lrs if any(math.isclose(used, lr) for lr in lrs) else [*lrs, used])
+
+
 def sweep_runs():
     """The validation sweep's runs: (method, lr, policy name), one seed."""
     sweep = COMPARE["sweep"]
-    return [(m, float(lr), method_policy(m, sweep["seed"], lr)) for m in sweep["methods"] for lr in sweep["lrs"]]
+    return [(m, lr, method_policy(m, sweep["seed"], lr)) for m in sweep["methods"] for lr in sweep_lrs(m)]
 
 
 def compare_run_files():

@@ -14,6 +14,7 @@ rule teacher:
         adapter=TASK["adapter"],
         seed=config["seed"],
         tokenizer=lambda wc: policy_dir("sft"),
+        trust_remote_code=config["engine"]["trust_remote_code"],
         # Outside the declared outputs: survives a failed or killed job, so a rerun pays for nothing twice.
         cache=f"{RESULTS}/cache/teacher_{TEACHER['backend']}.jsonl",
     log:

@@ -16,6 +16,7 @@ def main(smk) -> None:
             teacher_cfg=smk.params.teacher,
             seed=smk.params.seed,
             cache_path=smk.params.cache,
+            trust_remote_code=smk.params.trust_remote_code,
         )
 
 
