@@ -211,6 +211,21 @@ def test_model_directory_without_weights(tmp_path, demo_task, demo_policy):
     with pytest.raises(DataError, match=r"only pickled files \['pytorch_model\.bin'\], which are not loaded"):
         sample(empty, demo_task["test"], tmp_path / "s.parquet", limit=2)
     nothing_left(tmp_path, "s.parquet")
+    # the training stages refuse the same directory before loading anything
+    labels = tmp_path / "token_rewards.parquet"
+    write_parquet(token_rewards_table(3), labels, TOKEN_REWARDS)
+    with pytest.raises(DataError, match=r"only pickled files \['pytorch_model\.bin'\]"):
+        rl(labels, empty, tmp_path / "rl")
+    nothing_left(tmp_path / "rl", "model", "rl.jsonl")
+    from rlmec_core.stages.grpo import grpo_update
+
+    grpo = validate_config({})["compare"]["grpo"]
+    with pytest.raises(DataError, match=r"only pickled files \['pytorch_model\.bin'\]"):
+        grpo_update(demo_task["train"], empty, tmp_path / "grpo", adapter_name="arith", prompt_template=None,
+                    draw={"first": 0, "problems": 4}, sample_cfg={"n": 2, "temperature": 1.0, "top_p": 1.0,
+                                                                  "max_new_tokens": 8},
+                    grpo_cfg=grpo, seed=0, checkpoint_dir=tmp_path / "gck", metrics_path=tmp_path / "g.jsonl")
+    nothing_left(tmp_path, "grpo", "g.jsonl")
 
 
 def test_tokenizer_without_a_pad_token(tmp_path, demo_task, demo_policy):

@@ -35,3 +35,60 @@ def test_grpo_trains_the_policy_on_the_draw(demo_policy, demo_task, tmp_path):
         grpo_update(demo_task["train"], demo_policy, tmp_path / "none", adapter_name="arith", prompt_template=None,
                     draw={"first": 10**6, "problems": 8}, sample_cfg=SAMPLE, grpo_cfg=GRPO, seed=0,
                     checkpoint_dir=tmp_path / "c2", metrics_path=tmp_path / "m2.jsonl")
+
+
+def test_last_complete_checkpoint_skips_and_removes_half_written_ones(tmp_path):
+    from rlmec_core.stages.grpo import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "absent") is None
+    for step, complete in [(2, True), (4, True), (6, False)]:
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        if complete:
+            (d / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()  # not a step: left alone
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-4", "checkpoint-x"]
+    (tmp_path / "checkpoint-4" / "trainer_state.json").unlink()  # the only newer one is half-written
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert not (tmp_path / "checkpoint-4").exists()
+
+
+@pytest.mark.slow
+def test_killed_grpo_resumes_from_its_last_checkpoint(demo_policy, demo_task, tmp_path):
+    """SIGKILL the GRPO stage (its own process, started the way `accelerate launch` starts it) once a
+    checkpoint is complete; the rerun resumes there, logs each step once and removes the checkpoints."""
+    import sys
+
+    from killing import run_and_kill
+
+    ckpt = tmp_path / "ckpt"
+    kwargs = {"problems_path": str(demo_task["train"]), "policy_dir": str(demo_policy), "out_dir": str(tmp_path / "out"),
+              "adapter_name": "arith", "prompt_template": None, "draw": {"first": 0, "problems": 8},
+              "sample_cfg": SAMPLE, "grpo_cfg": {**GRPO, "epochs": 6, "checkpoint_every": 2}, "seed": 0,
+              "checkpoint_dir": str(ckpt), "metrics_path": str(tmp_path / "grpo.jsonl")}
+    call = tmp_path / "call.json"
+    call.write_text(json.dumps({"stage": "grpo", "kwargs": kwargs, "result": str(tmp_path / "card.json")}))
+    cmd = [sys.executable, "-m", "rlmec_core.launch", str(call)]
+
+    def saved():
+        return any((p / "trainer_state.json").is_file() for p in ckpt.glob("checkpoint-*"))
+
+    outcome = run_and_kill(cmd, tmp_path, saved, timeout_s=600, log_path=tmp_path / "first.log")
+    assert outcome.killed and outcome.reason == "predicate", outcome.output[-3000:]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "card.json").exists()
+    from rlmec_core.stages.grpo import last_complete_checkpoint
+
+    resume = last_complete_checkpoint(ckpt)
+    assert resume is not None
+    step = int(resume.rsplit("-", 1)[1])
+    total = 6 * 8 // GRPO["problems_per_step"]
+    assert step < total
+    rerun = run_and_kill(cmd, tmp_path, lambda: False, timeout_s=600, log_path=tmp_path / "second.log")
+    assert not rerun.killed and rerun.returncode == 0, rerun.output[-3000:]
+    assert "resuming GRPO from" in rerun.output
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["resumed_from_step"] == step and card["steps"] == total
+    logged = [json.loads(line)["step"] for line in (tmp_path / "grpo.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, total + 1))  # log_every 1: each step once, the ones before the kill kept
+    assert (tmp_path / "out" / "model.safetensors").exists() and not ckpt.exists()

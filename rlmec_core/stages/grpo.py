@@ -4,12 +4,17 @@ The external anchor a user would otherwise pick: the same starting policy, the s
 draw (``sample.draws.rl``), the same number of sampled solutions per problem (``sample.n``) with the
 same temperature, top-p and length, and a reward of 1 for a correct final answer and 0 otherwise (the
 task adapter's check). Everything else is TRL's GRPO (group-normalised advantages, clipped ratio).
+
+Resumable: every ``checkpoint_every`` optimizer steps the trainer saves its full state (model as
+safetensors, optimizer, scheduler, RNG, log history) under ``checkpoint_dir``; a rerun after a kill
+resumes from the newest complete checkpoint, and a finished run deletes them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +24,7 @@ import torch
 
 from rlmec_core.errors import DataError
 from rlmec_core.io import atomic_path
-from rlmec_core.sampling import load_tokenizer
+from rlmec_core.sampling import check_model_weights, load_tokenizer
 from rlmec_core.stages.data import load_problems
 from rlmec_core.stages.policy import write_model_dir
 from rlmec_core.tasks import get_adapter
@@ -35,6 +40,24 @@ def outcome_reward(adapter):
 
     reward.__name__ = "outcome"
     return reward
+
+
+def last_complete_checkpoint(checkpoint_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-<step>`` under ``checkpoint_dir`` that the trainer finished writing (its
+    ``trainer_state.json`` is written last), or None. Half-written ones newer than it (a kill during the
+    save) are removed."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return None
+    found = sorted((int(p.name.split("-", 1)[1]), p) for p in root.glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-", 1)[1].isdigit())
+    complete = [(step, p) for step, p in found if (p / "trainer_state.json").is_file()]
+    newest = complete[-1][0] if complete else -1
+    for step, p in found:
+        if step > newest:
+            log.warning("removing %s: written only in part (the job was killed while saving it)", p)
+            shutil.rmtree(p, ignore_errors=True)
+    return str(complete[-1][1]) if complete else None
 
 
 def grpo_update(
@@ -63,11 +86,15 @@ def grpo_update(
     if not problems:
         raise DataError(f"{problems_path}: the draw {dict(draw)} selects no problem")
     data = Dataset.from_list([{"prompt": adapter.format_prompt(p.question), "answer": p.answer} for p in problems])
+    check_model_weights(policy_dir)
     tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(str(policy_dir), trust_remote_code=trust_remote_code,
                                                  use_safetensors=True, dtype=torch.float32)
     n = int(sample_cfg["n"])
     cuda = torch.cuda.is_available()
+    every = int(grpo_cfg.get("checkpoint_every", 0))
+    checkpoint_dir = Path(checkpoint_dir)
+    resume = last_complete_checkpoint(checkpoint_dir)
     args = GRPOConfig(
         output_dir=str(checkpoint_dir),
         num_generations=n,
@@ -80,7 +107,9 @@ def grpo_update(
         beta=float(grpo_cfg["beta"]),
         lr_scheduler_type="cosine",
         logging_steps=int(grpo_cfg["log_every"]),
-        save_strategy="no",
+        save_strategy="steps" if every > 0 else "no",
+        save_steps=max(every, 1),
+        save_total_limit=1,
         report_to="none",
         seed=seed,
         use_cpu=not cuda,
@@ -90,7 +119,9 @@ def grpo_update(
     trainer = GRPOTrainer(model=model, reward_funcs=[outcome_reward(adapter)], args=args, train_dataset=data,
                           processing_class=tokenizer)
     log.info("GRPO on %d problems x %d samples: %s", len(problems), n, dict(grpo_cfg))
-    result = trainer.train()
+    if resume:
+        log.info("resuming GRPO from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
     records = [{**r, "step": r.get("step", i + 1)} for i, r in enumerate(trainer.state.log_history)
                if "loss" in r or "reward" in r]
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +131,9 @@ def grpo_update(
             "num_generations": n, "grpo": dict(grpo_cfg), "steps": trainer.state.global_step,
             "wall_seconds": time.monotonic() - t0, "train_runtime": result.metrics.get("train_runtime"),
             "tokens_seen": int(trainer.state.num_input_tokens_seen or 0) or None,
-            "prompt_template": adapter.prompt_template}
+            "prompt_template": adapter.prompt_template,
+            "resumed_from_step": int(Path(resume).name.rsplit("-", 1)[1]) if resume else None}
     write_model_dir(out_dir, trainer.model, tokenizer, card)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     log.info("GRPO policy saved to %s: %d steps, %.0f s", out_dir, card["steps"], card["wall_seconds"])
     return card

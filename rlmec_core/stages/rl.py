@@ -22,7 +22,7 @@ from rlmec_core.errors import DataError
 from rlmec_core.io import read_parquet
 from rlmec_core.losses import RATIO_FORMS
 from rlmec_core.methods import get_method, method_examples
-from rlmec_core.sampling import load_tokenizer
+from rlmec_core.sampling import check_model_weights, load_tokenizer
 from rlmec_core.schemas import SAMPLES, TOKEN_REWARDS
 from rlmec_core.stages.policy import MODEL_CARD, train_settings, train_with_published_log, write_model_dir
 from rlmec_core.train.dpo import DPOCollator, dpo_batch_loss, pairs_from_samples, with_reference
@@ -86,6 +86,7 @@ def rl_update(
         raise DataError(f"rl.ratio_form={rl_cfg['ratio_form']!r}: expected one of {sorted(RATIO_FORMS)}")
     examples, correct = load_labelled(labels_path)
     spec = get_method(method)
+    check_model_weights(policy_dir)
     tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)
     dataset: list[Any] = examples
     if method == "dpo":
