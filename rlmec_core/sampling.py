@@ -157,7 +157,9 @@ def _max_token_chars(tokenizer) -> int:
     return max((len(t) for t in tokenizer.get_vocab()), default=1) or 1
 
 
-def _model_context(model_path: Path, engine: EngineSettings) -> int | None:
+def model_context(model_path: Path, engine: EngineSettings) -> int | None:
+    """Positions the engine gives a prompt plus its completion: ``engine.max_model_len``, else the model
+    config's ``max_position_embeddings`` (None when the config has none)."""
     from transformers import AutoConfig
 
     if engine.max_model_len:
@@ -206,7 +208,7 @@ def generate(
     tokenizer = load_tokenizer(model_path, trust_remote_code=engine.trust_remote_code)
     # A prompt with more characters than the context could hold tokens is skipped without tokenizing it
     # (a 10 MB prompt costs the tokenizer tens of seconds, to be skipped anyway).
-    context = _model_context(model_path, engine)
+    context = model_context(model_path, engine)
     char_cap = context * _max_token_chars(tokenizer) if context else None
     huge = {i for i, p in enumerate(prompts) if char_cap is not None and len(p) > char_cap}
     prompt_ids = tokenizer([p if i not in huge else "" for i, p in enumerate(prompts)],
@@ -368,6 +370,7 @@ __all__ = [
     "GenerationResult",
     "SampleSettings",
     "check_model_weights",
+    "model_context",
     "generate",
     "load_tokenizer",
     "resolve_backend",

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from killing import checkpoint_steps, run_and_kill
 from teacher_support import make_teacher_inputs
 
 from rlmec_core.config import validate_config
 from rlmec_core.errors import DataError
 from rlmec_core.grm.data import build_examples, split_problems
 from rlmec_core.grm.prompts import GRMPrompts
-from rlmec_core.io import read_parquet
+from rlmec_core.io import read_parquet, write_parquet
 from rlmec_core.sampling import EngineSettings
 from rlmec_core.schemas import GRM_DATA, REWRITES
 from rlmec_core.scoring import length_buckets, score_targets
@@ -145,6 +144,28 @@ def test_grm_trains_from_the_policy_and_is_evaluated(trained):
     assert json.loads((d / "quality.json").read_text()) == m
 
 
+def test_grm_quality_skips_and_counts_held_out_examples_longer_than_its_context(trained, tmp_path):
+    """A held-out example that does not fit the GRM's context is skipped and counted, not scored as a miss:
+    every other figure equals the evaluation without it."""
+    d, cfg, _ = trained
+    table = pq.read_table(d / "data.parquet")
+    rows = table.to_pylist()
+    base = next(r for r in rows if r["split"] == "validation" and r["kind"] == "rewrite" and not r["prediction_correct"])
+    long_row = {**base, "example_id": f"{base['example_id']}-long", "problem_id": f"{base['problem_id']}-long",
+                "prompt": base["prompt"] + " 1 +" * 2000}
+    write_parquet(pa.Table.from_pylist([*rows, long_row], schema=table.schema), tmp_path / "data.parquet", GRM_DATA)
+    engine = EngineSettings(backend="hf")
+    ref = evaluate_grm(d / "model", d / "data.parquet", tmp_path / "ref.json", adapter_name="arith", grm_cfg=cfg,
+                       engine=engine)
+    got = evaluate_grm(d / "model", tmp_path / "data.parquet", tmp_path / "got.json", adapter_name="arith",
+                       grm_cfg=cfg, engine=engine)
+    assert got["skipped_too_long"] == ref["skipped_too_long"] + 1
+    assert ref["validation_wrong"] > 0 and ref["token_flag_recall"] is not None
+    for key in ("validation_wrong", "validation_correct", "error_step_accuracy", "rewrite_exact_match",
+                "token_flag_precision", "token_flag_recall", "correct_tokens_flagged"):
+        assert got[key] == ref[key], key
+
+
 def test_grm_rewrites_fresh_samples_with_the_teacher_schema(trained, rewrites, tmp_path):
     d, cfg, _ = trained
     _, samples, problems = rewrites
@@ -181,14 +202,10 @@ def test_killed_grm_training_resumes_from_its_last_checkpoint(rewrites, demo_pol
                     str(cfg_path)], check=True, capture_output=True)
     cmd = [RLMEC, "grm", "train", "--data", str(tmp_path / "data.parquet"), "--init", str(demo_policy), "--out",
            str(tmp_path / "model"), "--config", str(cfg_path), "--checkpoint-dir", str(tmp_path / "ckpt")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not list((tmp_path / "ckpt").glob("step-*")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, f"the training ended before it could be killed: {err[-2000:]}"
-    steps = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "ckpt").glob("step-*"))
+    outcome = run_and_kill(cmd, tmp_path, lambda: bool(checkpoint_steps(tmp_path / "ckpt")), timeout_s=300,
+                           log_path=tmp_path / "killed.log")
+    assert outcome.killed and outcome.reason == "predicate", f"not killed mid-run: {outcome.output[-2000:]}"
+    steps = checkpoint_steps(tmp_path / "ckpt")
     assert steps, "no checkpoint was written before the kill"
     assert not (tmp_path / "model").exists()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)

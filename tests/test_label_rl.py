@@ -294,11 +294,11 @@ def test_label_and_rl_from_the_command_line(labelled, tmp_path, capsys):
 
 
 def test_killed_rl_update_resumes_from_its_last_checkpoint(labelled, tmp_path):
-    import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
+
+    from killing import checkpoint_steps, run_and_kill
 
     rlmec = str(Path(sys.executable).with_name("rlmec"))
     cfg_path = tmp_path / "cfg.yaml"
@@ -306,14 +306,10 @@ def test_killed_rl_update_resumes_from_its_last_checkpoint(labelled, tmp_path):
     cfg_path.write_text("rl:\n  train: {epochs: 16, lr: 1.0e-4, batch_size: 4, checkpoint_every: 10, log_every: 1}\n")
     cmd = [rlmec, "rl", "--labels", str(labelled["labels"]), "--policy", str(labelled["policy"]), "--out",
            str(tmp_path / "model"), "--config", str(cfg_path), "--checkpoint-dir", str(tmp_path / "ckpt")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not list((tmp_path / "ckpt").glob("step-*")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, f"the update ended before it could be killed: {err[-2000:]}"
-    steps = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "ckpt").glob("step-*"))
+    outcome = run_and_kill(cmd, tmp_path, lambda: bool(checkpoint_steps(tmp_path / "ckpt")), timeout_s=300,
+                           log_path=tmp_path / "killed.log")
+    assert outcome.killed and outcome.reason == "predicate", f"not killed mid-run: {outcome.output[-2000:]}"
+    steps = checkpoint_steps(tmp_path / "ckpt")
     assert steps and not (tmp_path / "model").exists()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     card = json.loads(out.stdout[out.stdout.index("{"):])

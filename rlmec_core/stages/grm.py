@@ -37,6 +37,7 @@ from rlmec_core.sampling import (
     check_model_weights,
     generate,
     load_tokenizer,
+    model_context,
     resolve_dtype,
 )
 from rlmec_core.schemas import GRM_DATA, REWRITES, SAMPLES
@@ -265,14 +266,31 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
     wrong = [r for r in val if not r["prediction_correct"]][:limit]  # limit: per kind of prediction
     right = [r for r in val if r["prediction_correct"]][:limit]
 
+    # Examples that do not fit the GRM's context (prompt + prediction for the token scores; either prompt of
+    # the two-step rewrite) are skipped and counted, not scored as misses.
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=engine.trust_remote_code)
+    ctx = model_context(Path(model_dir), engine)
+
+    def fits(r: Mapping[str, Any]) -> bool:
+        n = len(tokenizer(r["prompt"], add_special_tokens=True)["input_ids"])
+        return ctx is None or n + len(tokenizer(r["prediction"], add_special_tokens=False)["input_ids"]) <= ctx
+
+    n_before = len(wrong) + len(right)
+    wrong, right = [r for r in wrong if fits(r)], [r for r in right if fits(r)]
+
     # Two-step rewrites of the wrong predictions.
     cases = [(r["question"], adapter.split_steps(r["reference_solution"]), adapter.split_steps(r["prediction"]))
              for r in wrong]
     results = grm_two_step(model_dir, cases, prompts, engine, grm_cfg["generation"])
+    kept = [i for i, res in enumerate(results) if not res.too_long]
+    wrong, results = [wrong[i] for i in kept], [results[i] for i in kept]
+    skipped = n_before - len(wrong) - len(right)
+    if skipped:
+        log.warning("GRM quality: %d held-out examples longer than the GRM's context (%s positions) skipped",
+                    skipped, ctx)
     step_hits = sum(res.error_step == r["error_step"] for res, r in zip(results, wrong, strict=True))
     exact = sum(res.rewrite is not None and res.rewrite == r["rewrite"] for res, r in zip(results, wrong, strict=True))
     answer_ok, ratios = 0, []
-    tokenizer = load_tokenizer(model_dir, trust_remote_code=engine.trust_remote_code)
     for res, r in zip(results, wrong, strict=True):
         if res.rewrite is None:
             continue
@@ -310,6 +328,7 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
     metrics = {
         "validation_wrong": len(wrong),
         "validation_correct": len(right),
+        "skipped_too_long": skipped,
         "error_step_accuracy": step_hits / len(wrong) if wrong else None,
         "rewrite_exact_match": exact / len(wrong) if wrong else None,
         "rewrite_answer_correct": answer_ok / len(wrong) if wrong else None,
