@@ -23,6 +23,14 @@ from rlmec_core.io import atomic_path, read_parquet, write_json_atomic, write_te
 from rlmec_core.schemas import SAMPLES
 
 INSTANCE_LEVEL = ("rft", "instance_rl", "dpo", "grpo")
+# Pairs that isolate one part of RLMEC: (question, method a, method b); the table reports a - b.
+ATTRIBUTION = (
+    ("token-level rewards instead of one reward per sample, no imitation term", "rlmec_no_imitation", "instance_rl"),
+    ("the RL term on top of the imitation term", "rlmec", "rlmec_imitation_only"),
+    ("the imitation term on top of the RL term", "rlmec", "rlmec_no_imitation"),
+    ("the GRM's labels instead of the teacher's", "rlmec", "rlmec_teacher_rewrites"),
+    ("a second round", "rlmec_2rounds", "rlmec"),
+)
 
 
 def _read_json(path: str | Path) -> dict[str, Any]:
@@ -157,18 +165,23 @@ def build_comparison(runs: Sequence[Mapping[str, Any]], *, test_problems: str | 
             "tokens_mean": _stats([r["tokens"] for r in rs])[0],
             "wrong_steps_per_solution": float(np.mean(ws)) if ws else None,
         }
+    attribution = []
+    for question, a, b in ATTRIBUTION:
+        if a in methods and b in methods:
+            attribution.append({"question": question, "a": a, "b": b,
+                                **_difference(methods[a], methods[b])})
     verdict = {}
     if "rlmec" in methods:
         r = methods["rlmec"]
         for name, m in methods.items():
             if name == "rlmec":
                 continue
-            diff = r["test_mean"] - m["test_mean"]
-            se = math.sqrt(r["test_mean_var"] + m["test_mean_var"])
-            verdict[name] = {"difference": diff, "se": se, "rlmec_better_beyond_noise": diff > 1.96 * se,
-                             "rlmec_worse_beyond_noise": diff < -1.96 * se}
+            d = _difference(r, m)
+            verdict[name] = {"difference": d["difference"], "se": d["se"],
+                             "rlmec_better_beyond_noise": d["a_better_beyond_noise"],
+                             "rlmec_worse_beyond_noise": d["a_worse_beyond_noise"]}
     beats_instance = [v["rlmec_better_beyond_noise"] for k, v in verdict.items() if k in INSTANCE_LEVEL]
-    summary = {"runs": per_run, "methods": methods, "rlmec_vs": verdict,
+    summary = {"runs": per_run, "methods": methods, "rlmec_vs": verdict, "attribution": attribution,
                "rlmec_beats_every_instance_level_method": bool(beats_instance) and all(beats_instance),
                "train_settings": dict((rl_cfg or {}).get("train", {})),
                "sweep": json.loads(Path(sweep_json).read_text()) if sweep_json else None}
@@ -176,6 +189,26 @@ def build_comparison(runs: Sequence[Mapping[str, Any]], *, test_problems: str | 
     write_text_atomic(out_md, _markdown(summary))
     _chart(methods, out_png)
     return summary
+
+
+def _difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Test-accuracy difference a - b of two methods, its standard error (seed variance and the binomial
+    variance of the test set, per mean) and whether it is beyond noise (|difference| > 1.96 standard errors)."""
+    diff = a["test_mean"] - b["test_mean"]
+    se = math.sqrt(a["test_mean_var"] + b["test_mean_var"])
+    return {"difference": diff, "se": se, "a_better_beyond_noise": diff > 1.96 * se,
+            "a_worse_beyond_noise": diff < -1.96 * se}
+
+
+def attribution_lines(summary: Mapping[str, Any]) -> list[str]:
+    """One sentence per :data:`ATTRIBUTION` pair that was run: what it isolates, a - b in points with its
+    95% half-width, and whether it is beyond noise."""
+    lines = []
+    for p in summary.get("attribution") or []:
+        mark = "beyond noise" if p["a_better_beyond_noise"] or p["a_worse_beyond_noise"] else "within noise"
+        lines.append(f"{p['question']} (`{p['a']}` - `{p['b']}`): {100 * p['difference']:+.1f} +- "
+                     f"{196 * p['se']:.1f} pp, {mark}")
+    return lines
 
 
 def _pct(x: float | None) -> str:
@@ -228,6 +261,9 @@ def _markdown(summary: Mapping[str, Any]) -> str:
              "| " + " | ".join(COMPARISON_HEAD) + " |", "|" + " --- |" * len(COMPARISON_HEAD)]
     lines += ["| " + " | ".join([f"`{r[0]}`", *r[1:]]) + " |" for r in rows]
     lines += ["", f"**{sentence}** (Difference > 1.96 standard errors; see rlmec_core/compare.py.)", ""]
+    attribution = attribution_lines(summary)
+    if attribution:
+        lines += ["## Where the difference comes from", "", *[f"- {line}" for line in attribution], ""]
     if summary.get("sweep"):
         lines += [_sweep_markdown(summary["sweep"])]
     return "\n".join(lines)

@@ -725,15 +725,20 @@ def build_report(
 def _comparison_section(summary: Mapping[str, Any], chart: bytes | None, path: PathLike | None,
                         chart_path: PathLike | None, out_md: Path) -> tuple[str, str]:
     """The methods table of the comparison (issue 7), its verdict, chart and learning-rate sweep."""
-    from rlmec_core.compare import COMPARISON_HEAD, comparison_intro, comparison_rows, sweep_table
+    from rlmec_core.compare import COMPARISON_HEAD, attribution_lines, comparison_intro, comparison_rows, sweep_table
 
     try:
         rows, sentence = comparison_rows(summary)
         intro = comparison_intro(summary)
+        attribution = attribution_lines(summary)
     except (KeyError, TypeError) as exc:
         raise DataError(f"{path}: malformed comparison table ({exc!r})") from exc
     h = [f"<p>{_esc(intro)}</p>", _html_table(COMPARISON_HEAD, rows, numeric_from=1), f"<p><b>{_esc(sentence)}</b></p>"]
     md = [intro, _md_table(COMPARISON_HEAD, rows), f"**{sentence}**"]
+    if attribution:
+        h += ["<h3>Where the difference comes from</h3>",
+              "<ul>" + "".join(f"<li>{_esc(line)}</li>" for line in attribution) + "</ul>"]
+        md += ["### Where the difference comes from", "\n".join(f"- {line}" for line in attribution)]
     if chart is not None:
         b64 = base64.b64encode(chart).decode("ascii")
         h.append(f'<div class="figure"><img alt="test accuracy per method" src="data:image/png;base64,{b64}">'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import json
 
 import pyarrow as pa
@@ -153,3 +154,29 @@ def test_sweep_picks_the_best_validation_lr_and_flags_a_config_that_does_not_use
     with pytest.raises(ValueError, match="validation split"):
         build_sweep(bad, in_use={}, seed=0, out_md=tmp_path / "u.md", out_json=tmp_path / "u.json")
     assert not (tmp_path / "u.md").exists()
+
+
+def test_attribution_isolates_the_parts_of_rlmec(tmp_path):
+    """The pairs that isolate one part of RLMEC, with the same noise test as the verdict: here the RL term
+    adds nothing beyond noise on top of imitation, while the imitation term does."""
+    problems = generate_problems(4, 0, ArithSpec(), split="test")
+    write_parquet(problems_table(problems), tmp_path / "test.parquet", PROBLEMS)
+    right = [p.reference_solution for p in problems]
+    accs = {"rlmec": (0.70, 0.72), "rlmec_imitation_only": (0.69, 0.71), "rlmec_no_imitation": (0.40, 0.42),
+            "instance_rl": (0.41, 0.40)}
+    runs = [{"method": name, "seed": s, **_run(tmp_path, problems, f"{name}{s}", acc, 0.5, right)}
+            for name, pair in accs.items() for s, acc in enumerate(pair)]
+    out = build_comparison(runs, test_problems=tmp_path / "test.parquet", out_md=tmp_path / "t.md",
+                           out_json=tmp_path / "t.json", out_png=tmp_path / "c.png")
+    pairs = {(p["a"], p["b"]): p for p in out["attribution"]}
+    assert set(pairs) == {("rlmec_no_imitation", "instance_rl"), ("rlmec", "rlmec_imitation_only"),
+                          ("rlmec", "rlmec_no_imitation")}  # the pairs whose two methods ran
+    rl_term = pairs[("rlmec", "rlmec_imitation_only")]
+    assert rl_term["difference"] == pytest.approx(0.01) and not rl_term["a_better_beyond_noise"]
+    # its standard error: seed variance + binomial variance of a 1000-problem test set, per mean
+    var = [(0.02 ** 2 / 2 + m * (1 - m) / 1000) / 2 for m in (0.71, 0.70)]
+    assert rl_term["se"] == pytest.approx(math.sqrt(sum(var)))
+    assert pairs[("rlmec", "rlmec_no_imitation")]["a_better_beyond_noise"]
+    md = (tmp_path / "t.md").read_text()
+    assert "## Where the difference comes from" in md
+    assert "the RL term on top of the imitation term (`rlmec` - `rlmec_imitation_only`): +1.0 +- " in md
