@@ -43,6 +43,12 @@ def test_defaults_fill_nested_blocks():
         ({"engine": {"backend": "tensorrt"}}, "engine.backend", "is not one of"),
         ({"policy": {"bootstrap": {"train": {"lr": -1}}}}, "policy.bootstrap.train.lr", "less than or equal"),
         ({"task": {"prompt_template": "no placeholder"}}, "task.prompt_template", "does not match"),
+        ({"compare": {"methods": ["sft", "ppo"]}}, "compare.methods.1", "is not one of"),
+        ({"compare": {"lr": {"dpo": 0}}}, "compare.lr.dpo", "less than or equal"),
+        ({"compare": {"lr": {"ppo": 1e-4}}}, "compare.lr", "'ppo' was unexpected"),
+        ({"compare": {"sweep": {"lrs": []}}}, "compare.sweep.lrs", "should be non-empty"),
+        ({"compare": {"seeds": [0, 0]}}, "compare.seeds", "non-unique"),
+        ({"compare": {"grpo": {"checkpoint_every": -1}}}, "compare.grpo.checkpoint_every", "less than the minimum"),
     ],
 )
 def test_bad_config_names_the_key(config, key, problem):
