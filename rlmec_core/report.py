@@ -737,7 +737,8 @@ def _comparison_section(summary: Mapping[str, Any], chart: bytes | None, path: P
     md = [intro, _md_table(COMPARISON_HEAD, rows), f"**{sentence}**"]
     if attribution:
         h += ["<h3>Where the difference comes from</h3>",
-              "<ul>" + "".join(f"<li>{_esc(line)}</li>" for line in attribution) + "</ul>"]
+              "<ul>" + "".join("<li>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", _esc(line)) + "</li>"
+                               for line in attribution) + "</ul>"]
         md += ["### Where the difference comes from", "\n".join(f"- {line}" for line in attribution)]
     if chart is not None:
         b64 = base64.b64encode(chart).decode("ascii")

@@ -290,6 +290,9 @@ def _comparison(path: Path) -> Path:
                             "dpo": {"difference": 0.25, "se": 0.02, "rlmec_better_beyond_noise": True,
                                     "rlmec_worse_beyond_noise": False}},
                "rlmec_beats_every_instance_level_method": True, "train_settings": {"epochs": 2},
+               "attribution": [{"question": "the RL term on top of the imitation term", "a": "rlmec",
+                                "b": "rlmec_imitation_only", "difference": 0.013, "se": 0.017,
+                                "a_better_beyond_noise": False, "a_worse_beyond_noise": False}],
                "sweep": {"seed": 0, "split": "validation",
                          "methods": {"dpo": {"validation": {"0.0001": 0.44, "0.002": 0.02}, "best_lr": 1e-4,
                                              "in_use": 1e-4, "in_use_is_best": True, "policies": {}}}}}
@@ -309,6 +312,9 @@ def test_comparison_is_the_main_table_when_given(run: Path, tmp_path: Path) -> N
         assert "45.0 +- 1.0" in text and "+25.0 +- 3.9 (beyond noise)" in text
         assert "RLMEC beats every instance-level method here (dpo) beyond noise: yes." in text
         assert "Learning rates chosen on the validation split" in text
+    assert "<li>the RL term on top of the imitation term (<code>rlmec</code> - <code>rlmec_imitation_only</code>): " \
+           "+1.3 +- 3.3 pp, within noise</li>" in page
+    assert "- the RL term on top of the imitation term (`rlmec` - `rlmec_imitation_only`): +1.3 +- 3.3 pp" in md
     assert "| dpo | 2 | 0.0001 | 45.0 +- 1.0 |" in md and "![test accuracy per method](../chart.png)" in md
     # without the comparison the report has no such section; a malformed table names the file
     build_report(**report_args(run, tmp_path / "plain"))
