@@ -267,16 +267,21 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
     right = [r for r in val if r["prediction_correct"]][:limit]
 
     # Examples that do not fit the GRM's context (prompt + prediction for the token scores; either prompt of
-    # the two-step rewrite) are skipped and counted, not scored as misses.
+    # the two-step rewrite) are skipped and counted, not scored as misses. Each row is tokenized once here;
+    # the scores below reuse its ids.
     tokenizer = load_tokenizer(model_dir, trust_remote_code=engine.trust_remote_code)
     ctx = model_context(Path(model_dir), engine)
 
-    def fits(r: Mapping[str, Any]) -> bool:
-        n = len(tokenizer(r["prompt"], add_special_tokens=True)["input_ids"])
-        return ctx is None or n + len(tokenizer(r["prediction"], add_special_tokens=False)["input_ids"]) <= ctx
+    def encoded(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not rows:
+            return []
+        p_ids = tokenizer([r["prompt"] for r in rows], add_special_tokens=True)["input_ids"]
+        y_ids = tokenizer([r["prediction"] for r in rows], add_special_tokens=False)["input_ids"]
+        return [{**r, "prompt_ids": p, "prediction_ids": y} for r, p, y in zip(rows, p_ids, y_ids, strict=True)
+                if ctx is None or len(p) + len(y) <= ctx]
 
     n_before = len(wrong) + len(right)
-    wrong, right = [r for r in wrong if fits(r)], [r for r in right if fits(r)]
+    wrong, right = encoded(wrong), encoded(right)
 
     # Two-step rewrites of the wrong predictions.
     cases = [(r["question"], adapter.split_steps(r["reference_solution"]), adapter.split_steps(r["prediction"]))
@@ -295,8 +300,8 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
         if res.rewrite is None:
             continue
         answer_ok += adapter.judge(res.rewrite, r["gold_answer"]).correct
-        y, z = tokenizer([r["prediction"], res.rewrite], add_special_tokens=False)["input_ids"]
-        ratios.append(align(y, z).edit_ratio)
+        z = tokenizer(res.rewrite, add_special_tokens=False)["input_ids"]
+        ratios.append(align(r["prediction_ids"], z).edit_ratio)
 
     # The GRM as a reward model: teacher-forced probability of each prediction token.
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, resolve_dtype(engine.dtype)),
@@ -304,8 +309,8 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
     if torch.cuda.is_available():
         model.to("cuda")
     scored = [*wrong, *right]
-    prompt_ids = tokenizer([r["prompt"] for r in scored], add_special_tokens=True)["input_ids"]
-    y_ids = tokenizer([r["prediction"] for r in scored], add_special_tokens=False)["input_ids"]
+    prompt_ids = [r["prompt_ids"] for r in scored]
+    y_ids = [r["prediction_ids"] for r in scored]
     logps = score_targets(model, prompt_ids, y_ids, pad_token_id=tokenizer.pad_token_id, progress="grm-score")
     tp = fp = fn = 0
     first_line_hits = first_line_truth = 0
