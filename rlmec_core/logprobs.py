@@ -8,6 +8,9 @@ the several float32 ``[B, T, V]`` tensors of ``model(...).logits.float().log_sof
 With gradients on, each chunk is checkpointed (its logits are recomputed in the backward pass), so
 training keeps the same bound.
 
+A model wrapped for data parallelism (DDP, FSDP, DeepSpeed) is run through its wrapper instead, which
+computes the full logits; only the float32 log-softmax is then chunked.
+
 Used for the old log-probs of stage 5 (``torch.no_grad()``) and for ``log pi_theta`` in stage 6
 (with gradient).
 """
@@ -31,33 +34,24 @@ def _chunk_logprobs(
     return picked - torch.logsumexp(logits, dim=-1)
 
 
-def _wrapped_token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attn: torch.Tensor, tmask: torch.Tensor,
-                            chunk_size: int) -> torch.Tensor:
-    """:func:`token_logprobs` of a model wrapped by DDP/FSDP/DeepSpeed: one forward through the wrapper (its full
-    ``[B, T, V]`` logits in the model's dtype, softcapping applied by the model), then ``log_softmax`` in float32
-    one chunk of target rows at a time. More memory than the unwrapped path (the logits are materialised)."""
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The causal LM inside a data-parallel wrapper (DDP/FSDP/DeepSpeed keep it in ``.module``); ``model``
+    itself when it is not wrapped."""
     inner = model
     while not hasattr(inner, "get_output_embeddings") and hasattr(inner, "module"):
         inner = inner.module
-    vocab = int(inner.get_output_embeddings().weight.shape[0]) if hasattr(inner, "get_output_embeddings") else None
-    lo, hi = int(input_ids.min()), int(input_ids.max())
-    if lo < 0 or (vocab is not None and hi >= vocab):
-        raise ValueError(f"input_ids must lie in [0, {vocab}) (the vocabulary), got [{lo}, {hi}]")
-    device = next(model.parameters()).device
-    input_ids, attn, tmask = input_ids.to(device), attn.to(device), tmask.to(device)
-    position_ids = (attn.long().cumsum(-1) - 1).clamp_min(0)
-    logits = model(input_ids=input_ids, attention_mask=attn.long(), position_ids=position_ids, use_cache=False).logits
-    sel = tmask[:, 1:] & attn[:, :-1]  # [B, T-1]
-    rows = logits[:, :-1][sel]  # [N, V]
-    targets = input_ids[:, 1:][sel]  # [N]
+    return inner
+
+
+def _logit_rows_logprobs(rows: torch.Tensor, targets: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """``[N, V]`` logits (any dtype), ``[N]`` target ids -> ``[N]`` float32 ``log softmax(row)[target]``,
+    upcast one chunk of ``chunk_size`` rows at a time."""
     pieces = []
     for start in range(0, rows.shape[0], chunk_size):
         chunk = rows[start : start + chunk_size].float()
         picked = chunk.gather(-1, targets[start : start + chunk_size].unsqueeze(-1)).squeeze(-1)
         pieces.append(picked - torch.logsumexp(chunk, dim=-1))
-    values = torch.cat(pieces) if pieces else logits.new_zeros(0, dtype=torch.float32)
-    shifted = torch.zeros(sel.shape, dtype=torch.float32, device=device).masked_scatter(sel, values)
-    return torch.nn.functional.pad(shifted, (1, 0))
+    return torch.cat(pieces) if pieces else rows.new_zeros(0, dtype=torch.float32)
 
 
 def _check_mask(name: str, mask: object, shape: torch.Size) -> torch.Tensor:
@@ -132,42 +126,48 @@ def token_logprobs(
     if bool((tmask & ~attn).any()):
         raise ValueError("target_mask marks positions where attention_mask is 0 (padding)")
 
-    if not hasattr(model, "get_output_embeddings") and hasattr(model, "module"):
-        # wrapped for data parallelism (DDP, FSDP, a DeepSpeed engine): the forward must go through the
-        # wrapper (gradient sync, parameter gathering), so the model computes its own logits here
-        return _wrapped_token_logprobs(model, input_ids, attn, tmask, chunk_size)
-    head = model.get_output_embeddings()
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
-    if head is None or decoder is None or decoder is model:
+    # A model wrapped for data parallelism (DDP, FSDP, a DeepSpeed engine) runs its forward through the
+    # wrapper (gradient sync, parameter gathering), so it computes its own [B, T, V] logits (more memory
+    # than the chunked head below); the checks, the alignment and the output are the same.
+    inner = _unwrapped(model)
+    wrapped = inner is not model
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else None
+    if not wrapped and (head is None or decoder is None or decoder is model):
         raise ValueError("model must be a causal LM with get_decoder() and get_output_embeddings()")
-    vocab = int(getattr(head, "out_features", None) or head.weight.shape[0])
+    # out_features first: a sharded weight (DeepSpeed ZeRO-3) may not show the vocabulary in its shape
+    vocab = None if head is None else int(getattr(head, "out_features", None) or head.weight.shape[0])
     lo, hi = int(input_ids.min()), int(input_ids.max())
-    if lo < 0 or hi >= vocab:
+    if lo < 0 or (vocab is not None and hi >= vocab):
         raise ValueError(f"input_ids must lie in [0, {vocab}) (the vocabulary), got [{lo}, {hi}]")
-    softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
 
-    device = head.weight.device
+    device = next(model.parameters()).device if wrapped else head.weight.device
     input_ids = input_ids.to(device)
     attn = attn.to(device)
     tmask = tmask.to(device)
     position_ids = (attn.long().cumsum(-1) - 1).clamp_min(0)
-    out = decoder(input_ids=input_ids, attention_mask=attn.long(), position_ids=position_ids, use_cache=False)
-    hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # [B, T, H]
-
     # position t is predicted from t - 1; its prefix must be attended
     sel = tmask[:, 1:] & attn[:, :-1]  # [B, T-1]
-    h = hidden[:, :-1][sel]  # [N, H]
     targets = input_ids[:, 1:][sel]  # [N]
-    use_ckpt = checkpoint_chunks and torch.is_grad_enabled() and (
-        h.requires_grad or any(p.requires_grad for p in head.parameters())
-    )
-    pieces = []
-    for start in range(0, h.shape[0], chunk_size):
-        hc, tc = h[start : start + chunk_size], targets[start : start + chunk_size]
-        if use_ckpt:
-            pieces.append(checkpoint(_chunk_logprobs, hc, tc, head, softcap, use_reentrant=False))
-        else:
-            pieces.append(_chunk_logprobs(hc, tc, head, softcap))
-    values = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+    if wrapped:
+        logits = model(input_ids=input_ids, attention_mask=attn.long(), position_ids=position_ids,
+                       use_cache=False).logits  # [B, T, V], softcapping applied by the model
+        values = _logit_rows_logprobs(logits[:, :-1][sel], targets, chunk_size)
+    else:
+        softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+        out = decoder(input_ids=input_ids, attention_mask=attn.long(), position_ids=position_ids, use_cache=False)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # [B, T, H]
+        h = hidden[:, :-1][sel]  # [N, H]
+        use_ckpt = checkpoint_chunks and torch.is_grad_enabled() and (
+            h.requires_grad or any(p.requires_grad for p in head.parameters())
+        )
+        pieces = []
+        for start in range(0, h.shape[0], chunk_size):
+            hc, tc = h[start : start + chunk_size], targets[start : start + chunk_size]
+            if use_ckpt:
+                pieces.append(checkpoint(_chunk_logprobs, hc, tc, head, softcap, use_reentrant=False))
+            else:
+                pieces.append(_chunk_logprobs(hc, tc, head, softcap))
+        values = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
     shifted = torch.zeros(sel.shape, dtype=torch.float32, device=device).masked_scatter(sel, values)
     return torch.nn.functional.pad(shifted, (1, 0))
