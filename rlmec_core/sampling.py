@@ -232,7 +232,6 @@ def _finish(tokenizer, ids: list[int], hit_eos: bool, settings: SampleSettings) 
 
 def _generate_hf(model_path, tokenizer, prompt_ids, settings: SampleSettings, engine: EngineSettings) -> GenerationResult:
     import torch
-    from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
 
     t0 = time.monotonic()
@@ -243,16 +242,36 @@ def _generate_hf(model_path, tokenizer, prompt_ids, settings: SampleSettings, en
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     load_s = time.monotonic() - t0
+    t1 = time.monotonic()
+    results, skipped = generate_with_model(model, tokenizer, prompt_ids, settings, batch_size=engine.hf_batch_size)
+    gen_s = time.monotonic() - t1
+    del model
+    gc.collect()
+    return GenerationResult(results, "hf", load_s, gen_s, skipped=skipped)
 
+
+def generate_with_model(model, tokenizer, prompt_ids: Sequence[Sequence[int]], settings: SampleSettings, *,
+                        batch_size: int = 64, progress: bool = True) -> tuple[list[list[Completion]], int]:
+    """``settings.n`` completions of every prompt (token ids) with an already loaded transformers model.
+
+    The model is used as it is (device, dtype, weights; in eval mode for dropout-free decoding): the
+    transformers backend loads a model and calls this, and training loops call it on the model they train
+    (in-training validation). Prompts that leave no room for ``max_new_tokens`` in the model's
+    ``max_position_embeddings`` get ``prompt_too_long`` placeholders. Returns ``(completions, skipped)``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
     skipped = _skip_too_long(prompt_ids, settings.max_new_tokens, getattr(model.config, "max_position_embeddings", None))
     pad = tokenizer.pad_token_id
     eos = tokenizer.eos_token_id
     # Longest first, so that the first batch shows the worst-case memory early.
     order = sorted((i for i in range(len(prompt_ids)) if i not in skipped), key=lambda i: -len(prompt_ids[i]))
     results: list[list[Completion]] = [_placeholder(settings.n) for _ in prompt_ids]
-    t1 = time.monotonic()
-    bs = engine.hf_batch_size
-    with torch.inference_mode(), tqdm(total=len(order), desc="generate[hf]", mininterval=5.0) as bar:
+    bs = batch_size
+    with torch.inference_mode(), tqdm(total=len(order), desc="generate[hf]", mininterval=5.0,
+                                      disable=not progress) as bar:
         for start in range(0, len(order), bs):
             idx = order[start : start + bs]
             width = max(len(prompt_ids[i]) for i in idx)
@@ -293,10 +312,7 @@ def _generate_hf(model_path, tokenizer, prompt_ids, settings: SampleSettings, en
                     comps.append(_finish(tokenizer, ids, hit_eos, settings))
                 results[i] = comps
             bar.update(len(idx))
-    gen_s = time.monotonic() - t1
-    del model
-    gc.collect()
-    return GenerationResult(results, "hf", load_s, gen_s, skipped=len(skipped))
+    return results, len(skipped)
 
 
 def _generate_vllm(model_path, tokenizer, prompt_ids, settings: SampleSettings, engine: EngineSettings) -> GenerationResult:
@@ -372,6 +388,7 @@ __all__ = [
     "check_model_weights",
     "model_context",
     "generate",
+    "generate_with_model",
     "load_tokenizer",
     "resolve_backend",
     "resolve_dtype",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -89,3 +90,166 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
 def test_empty_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="training set is empty"):
         train(tiny_model(), [], SFTCollator(0), sft_loss, TrainSettings(), checkpoint_dir=tmp_path)
+
+
+# -- in-training validation: best checkpoint, patience, resume ------------------------------------------------
+
+
+class Scripted:
+    """An ``evaluate_fn`` returning ``values[i]`` at its i-th call (``start`` calls already made by a killed run),
+    and keeping a copy of the weights it saw at each call."""
+
+    def __init__(self, values, start=0):
+        self.values, self.calls, self.seen = list(values), start, {}
+
+    def __call__(self, model):
+        value = self.values[self.calls]
+        self.seen[self.calls] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.calls += 1
+        return {"val_accuracy": value, "val_total": 10.0}
+
+
+def run_validated(tmp_path, name, settings, validation, evaluate, crash_at_call=None):
+    model = tiny_model()
+    saved = {}
+    calls = {"n": 0}
+
+    def loss_fn(m, batch):
+        calls["n"] += 1
+        if crash_at_call is not None and calls["n"] == crash_at_call:
+            raise Crash
+        return sft_loss(m, batch)
+
+    def save(unwrapped, state_dict, result):
+        saved.update(state_dict=state_dict, result=result)
+
+    result = train(model, dataset(), SFTCollator(0), loss_fn, settings, checkpoint_dir=tmp_path / name / "ckpt",
+                   metrics_path=tmp_path / name / "m.jsonl", save_fn=save, validation=validation, evaluate_fn=evaluate)
+    return result, saved
+
+
+def assert_same_weights(a, b):
+    for key in b:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+# 40 examples / batch 8 = 5 steps per epoch; every_epochs 0.4 -> an evaluation every 2 steps (and at the end)
+VAL_SETTINGS = TrainSettings(epochs=4, lr=1e-2, batch_size=8, checkpoint_every=0, log_every=100, seed=1)
+
+
+def test_validation_keeps_the_best_weights_not_the_last(tmp_path):
+    from rlmec_core.train.loop import ValidationSettings
+
+    evaluate = Scripted([0.1, 0.3, 0.6, 0.5, 0.55, 0.2, 0.4, 0.45, 0.5, 0.58, 0.1])  # 10 evals at steps 2..20
+    result, saved = run_validated(tmp_path, "best", VAL_SETTINGS, ValidationSettings(every_epochs=0.4), evaluate)
+    assert result.steps == 20 and result.evaluations == 10 and not result.stopped_early
+    assert result.best_step == 6 and result.saved_step == 6 and result.best_metric == 0.6
+    assert_same_weights(saved["state_dict"], evaluate.seen[2])  # the third evaluation (step 6) was the best
+    records = [json.loads(line) for line in (tmp_path / "best" / "m.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val_accuracy" in r] == [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
+    assert records[-1]["best_val_accuracy"] == 0.6 and records[-1]["best_step"] == 6
+    assert not list((tmp_path / "best" / "ckpt").glob("best-step-*")), "best weights left behind after saving"
+
+
+def test_select_last_saves_the_final_weights(tmp_path):
+    from rlmec_core.train.loop import ValidationSettings
+
+    model_after = {}
+    evaluate = Scripted([0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    result, saved = run_validated(tmp_path, "last", VAL_SETTINGS, ValidationSettings(every_epochs=0.4, select="last"),
+                                  evaluate)
+    model_after.update(evaluate.seen[9])  # the evaluation at the last step saw the final weights
+    assert result.best_step == 2 and result.saved_step == 20
+    assert_same_weights(saved["state_dict"], model_after)
+
+
+def test_patience_stops_training_and_keeps_the_best(tmp_path):
+    from rlmec_core.train.loop import ValidationSettings
+
+    # min_delta 0.02: after 0.5 (step 4), neither 0.5 nor 0.51 is an improvement, so patience runs out at the
+    # fifth evaluation; the kept weights are still the best value's (0.51, step 8), not the last improvement's
+    evaluate = Scripted([0.2, 0.5, 0.5, 0.51, 0.4, 0.9])
+    validation = ValidationSettings(every_epochs=0.4, patience=3, min_delta=0.02)
+    result, saved = run_validated(tmp_path, "patience", VAL_SETTINGS, validation, evaluate)
+    assert result.stopped_early and result.steps == 10 and result.evaluations == 5
+    assert result.best_step == 8 and result.best_metric == 0.51 and evaluate.calls == 5  # 0.9 is never seen
+    assert_same_weights(saved["state_dict"], evaluate.seen[3])
+
+
+def test_ties_keep_the_later_weights(tmp_path):
+    """On a flat stretch (an untrained model scoring 0 throughout) the kept weights are the latest ones."""
+    from rlmec_core.train.loop import ValidationSettings
+
+    evaluate = Scripted([0.0] * 10)
+    result, saved = run_validated(tmp_path, "ties", VAL_SETTINGS, ValidationSettings(every_epochs=0.4), evaluate)
+    assert result.best_step == 20 and result.saved_step == 20
+    assert_same_weights(saved["state_dict"], evaluate.seen[9])
+
+
+@pytest.mark.parametrize("stale_best", [False, True])
+def test_resume_keeps_the_best_so_far(tmp_path, stale_best):
+    """Killed after the best evaluation and a later one, the rerun resumes from the checkpoint of the last
+    evaluation and ends with the uninterrupted run's best weights, evaluations and log. ``stale_best``: the
+    kill also left best weights newer than the checkpoint (written just before the kill), which must go."""
+    from rlmec_core.train.loop import ValidationSettings
+
+    values = [0.1, 0.7, 0.3, 0.2, 0.6, 0.65, 0.1, 0.2, 0.3, 0.4]
+    validation = ValidationSettings(every_epochs=0.4)
+    ref, ref_saved = run_validated(tmp_path, "ref", VAL_SETTINGS, validation, Scripted(values))
+    assert ref.best_step == 4
+
+    # micro-batch 11 is step 11: the checkpoint of step 10 (5th evaluation) is the newest
+    with pytest.raises(Crash):
+        run_validated(tmp_path, "crash", VAL_SETTINGS, validation, Scripted(values), crash_at_call=11)
+    ckpt = tmp_path / "crash" / "ckpt"
+    assert sorted(p.name for p in ckpt.glob("best-step-*")) == ["best-step-4"]
+    state = json.loads((ckpt / "step-10" / "trainer_state.json").read_text())["validation"]
+    assert state == {"best_step": 4, "best_value": 0.7, "improved_value": 0.7, "evals_without_improvement": 3,
+                     "evaluations": 5, "stopped": False}
+    if stale_best:
+        (ckpt / "best-step-12").mkdir()
+        (ckpt / "best-step-12" / "model.safetensors").write_bytes(b"stale")
+
+    resumed, saved = run_validated(tmp_path, "crash", VAL_SETTINGS, validation, Scripted(values, start=5))
+    assert resumed.resumed_from_step == 10 and resumed.best_step == 4 and resumed.evaluations == 10
+    assert_same_weights(saved["state_dict"], ref_saved["state_dict"])
+    records = [json.loads(line) for line in (tmp_path / "crash" / "m.jsonl").read_text().splitlines()]
+    ref_records = [json.loads(line) for line in (tmp_path / "ref" / "m.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [r["step"] for r in ref_records]
+    assert [r.get("val_accuracy") for r in records] == [r.get("val_accuracy") for r in ref_records]
+
+
+def test_resume_refuses_a_checkpoint_whose_best_weights_are_gone(tmp_path):
+    from rlmec_core.train.loop import ValidationSettings
+
+    validation = ValidationSettings(every_epochs=0.4)
+    values = [0.5, 0.4, 0.3, 0.2, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0]
+    with pytest.raises(Crash):
+        run_validated(tmp_path, "gone", VAL_SETTINGS, validation, Scripted(values), crash_at_call=7)
+    for d in (tmp_path / "gone" / "ckpt").glob("best-step-*"):
+        shutil.rmtree(d)
+    with pytest.raises(RuntimeError, match="best weights of step 2 are missing"):
+        run_validated(tmp_path, "gone", VAL_SETTINGS, validation, Scripted(values, start=3))
+
+
+def test_evaluate_fn_without_the_metric_is_a_clear_error(tmp_path):
+    from rlmec_core.train.loop import ValidationSettings
+
+    with pytest.raises(KeyError, match="not the metric 'val_accuracy'"):
+        run_validated(tmp_path, "nometric", VAL_SETTINGS, ValidationSettings(every_epochs=0.4),
+                      lambda m: {"accuracy": 1.0})
+
+
+def test_evaluation_does_not_change_the_training_run(tmp_path):
+    """The evaluator may use the global RNG (sampling); the weights after training are the same with and
+    without evaluations (select last)."""
+    from rlmec_core.train.loop import ValidationSettings
+
+    def noisy(model):
+        torch.rand(100)  # consumes the global RNG
+        return {"val_accuracy": 0.5}
+
+    _, with_eval = run_validated(tmp_path, "eval", VAL_SETTINGS, ValidationSettings(every_epochs=0.4, select="last"),
+                                 noisy)
+    plain, _ = run(tmp_path, "plain", VAL_SETTINGS)
+    assert_same_weights(with_eval["state_dict"], plain.state_dict())

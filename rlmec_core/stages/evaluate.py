@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rlmec_core.io import write_json_atomic, write_parquet
 from rlmec_core.metrics import accuracy
-from rlmec_core.sampling import PROMPT_TOO_LONG, EngineSettings, SampleSettings, tokens_per_second
+from rlmec_core.sampling import PROMPT_TOO_LONG, EngineSettings, SampleSettings, generate_with_model, tokens_per_second
 from rlmec_core.schemas import SAMPLES
 from rlmec_core.stages.data import load_problems
 from rlmec_core.stages.sample import draw_samples
-from rlmec_core.tasks import get_adapter
+from rlmec_core.tasks import Problem, TaskAdapter, get_adapter
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +69,27 @@ def evaluate_policy(
     write_json_atomic(metrics_path, metrics)
     log.info("accuracy on %s: %s", data_path, acc)
     return metrics
+
+
+def greedy_accuracy_fn(tokenizer, problems: Sequence[Problem], adapter: TaskAdapter, *, max_new_tokens: int,
+                       batch_size: int = 128, prefix: str = "val") -> Callable[[Any], dict[str, float]]:
+    """An ``evaluate_fn`` for the training loop: greedy accuracy of the model being trained on ``problems``.
+
+    Decodes with transformers ``generate`` on the model as it is (no reload, no vLLM engine: a few seconds
+    for a few hundred problems with the demo's model) and judges with the adapter, exactly as the
+    ``evaluate`` stage does; a prompt too long for the context counts as wrong. Returns
+    ``{f"{prefix}_accuracy", f"{prefix}_correct", f"{prefix}_total"}``.
+    """
+    if not problems:
+        raise ValueError("in-training validation needs at least one problem")
+    prompt_ids = tokenizer([adapter.format_prompt(p.question) for p in problems], add_special_tokens=True)["input_ids"]
+    settings = SampleSettings(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+
+    def evaluate(model) -> dict[str, float]:
+        completions, _ = generate_with_model(model, tokenizer, prompt_ids, settings, batch_size=batch_size,
+                                             progress=False)
+        correct = sum(adapter.is_correct(c[0].text, p.answer) for p, c in zip(problems, completions, strict=True))
+        return {f"{prefix}_accuracy": correct / len(problems), f"{prefix}_correct": float(correct),
+                f"{prefix}_total": float(len(problems))}
+
+    return evaluate

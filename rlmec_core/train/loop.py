@@ -7,6 +7,12 @@ bar); a stage supplies only ``loss_fn(model, batch) -> (loss, stats)``.
 Checkpoints are written under ``checkpoint_dir`` (outside the stage's declared output) every
 ``checkpoint_every`` optimizer steps, atomically, keeping the newest ``keep_checkpoints``. A rerun with
 the same arguments resumes from the newest one: same batch order, no step repeated or skipped.
+
+With ``validation`` and an ``evaluate_fn``, the loop also measures the model on held-out data every
+``validation.every_epochs`` epochs and at the end, logs the figures with that step's record, keeps the
+best weights seen so far (``checkpoint_dir/best-step-<N>/``), stops after ``patience`` evaluations without
+improvement, and hands the best (or the last) weights to ``save_fn``. A checkpoint follows every
+evaluation, so a resumed run knows the best-so-far, its weights and the patience count.
 """
 
 from __future__ import annotations
@@ -59,6 +65,30 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class ValidationSettings:
+    """In-training validation (config ``<stage>.validation``): when to evaluate, when to stop, what to keep."""
+
+    every_epochs: float = 1.0  # evaluate every this many epochs (rounded to optimizer steps) and at the end
+    patience: int | None = None  # stop after this many evaluations in a row without improvement; None: full schedule
+    min_delta: float = 0.0  # an improvement (for patience) exceeds the last improvement by more than this
+    select: str = "best"  # "best": the output is the best evaluated weights; "last": the final weights
+    metric: str = "val_accuracy"  # the key of evaluate_fn's result that is maximised
+
+    def __post_init__(self) -> None:
+        if self.every_epochs <= 0:
+            raise ValueError(f"every_epochs must be positive, got {self.every_epochs}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or null, got {self.patience}")
+        if self.min_delta < 0:
+            raise ValueError(f"min_delta must be >= 0, got {self.min_delta}")
+        if self.select not in ("best", "last"):
+            raise ValueError(f"select must be 'best' or 'last', got {self.select!r}")
+
+
+EvaluateFn = Callable[[torch.nn.Module], dict[str, float]]
+
+
+@dataclass(frozen=True)
 class TrainResult:
     steps: int
     resumed_from_step: int
@@ -66,6 +96,65 @@ class TrainResult:
     tokens_seen: int
     wall_seconds: float
     final_loss: float
+    # in-training validation (None / 0 / False without it)
+    best_step: int | None = None  # the evaluated step with the highest metric
+    best_metric: float | None = None
+    saved_step: int | None = None  # the step whose weights save_fn received (best_step with select "best")
+    evaluations: int = 0
+    stopped_early: bool = False  # patience ran out before the schedule's last step
+
+
+@dataclass
+class _BestSoFar:
+    """What the loop remembers of its evaluations (saved in every checkpoint's trainer_state.json).
+
+    The kept weights are those of the highest value, the later evaluation on a tie (on a flat stretch the
+    better-trained weights). Patience counts evaluations since the last *real* improvement: a value above
+    the previous real improvement by more than ``min_delta``.
+    """
+
+    best_step: int | None = None
+    best_value: float | None = None
+    improved_value: float | None = None  # the value of the last real improvement
+    evals_without_improvement: int = 0
+    evaluations: int = 0
+    stopped: bool = False
+
+    def update(self, step: int, value: float, min_delta: float) -> bool:
+        """Record an evaluation; True when its weights become the kept ones."""
+        self.evaluations += 1
+        if self.improved_value is None or value > self.improved_value + min_delta:
+            self.improved_value, self.evals_without_improvement = value, 0
+        else:
+            self.evals_without_improvement += 1
+        if self.best_value is None or value >= self.best_value:
+            self.best_step, self.best_value = step, value
+            return True
+        return False
+
+
+def _best_dir(checkpoint_dir: Path, step: int) -> Path:
+    return checkpoint_dir / f"best-step-{step}"
+
+
+def _save_best(checkpoint_dir: Path, step: int, state_dict: dict[str, torch.Tensor]) -> None:
+    """Write the best weights atomically (safetensors; tied tensors are stored as separate copies)."""
+    from safetensors.torch import save_file
+
+    tmp = checkpoint_dir / f".tmp-best-step-{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in state_dict.items()}, str(tmp / "model.safetensors"))
+    final = _best_dir(checkpoint_dir, step)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def _prune_best(checkpoint_dir: Path, keep_step: int | None) -> None:
+    """Remove every best-weights directory but ``keep_step``'s (stale ones of a run killed before its checkpoint)."""
+    for d in checkpoint_dir.glob("best-step-*"):
+        if keep_step is None or d.name != _best_dir(checkpoint_dir, keep_step).name:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def resolve_mixed_precision(choice: str) -> str:
@@ -135,13 +224,20 @@ def train(
     count_tokens: Callable[[dict[str, torch.Tensor]], int] | None = None,
     description: str = "train",
     save_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor], TrainResult], None] | None = None,
+    validation: ValidationSettings | None = None,
+    evaluate_fn: EvaluateFn | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``dataset``; resume from ``checkpoint_dir`` when it holds a checkpoint.
 
     ``count_tokens(batch)`` (default: sum of ``attention_mask``) feeds the tokens/s figures.
     ``save_fn(unwrapped_model, full_state_dict, result)`` runs once on the main process after training (the
-    state dict is gathered across processes, so it also works under DeepSpeed ZeRO-3 / FSDP).
-    Returns when ``ceil(epochs * batches_per_epoch / grad_accum)`` optimizer steps are done.
+    state dict is gathered across processes, so it also works under DeepSpeed ZeRO-3 / FSDP). With
+    ``validation.select == "best"`` the state dict is the best evaluated one, not the model's final weights.
+    Returns when ``ceil(epochs * batches_per_epoch / grad_accum)`` optimizer steps are done, or earlier when
+    ``validation.patience`` evaluations in a row did not improve ``validation.metric``.
+
+    ``evaluate_fn(unwrapped_model) -> {metric: value, ...}`` runs on every process with the model in eval
+    mode (the global RNG state is restored after it, so evaluating does not change the training run).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -149,6 +245,8 @@ def train(
 
     if len(dataset) == 0:
         raise ValueError(f"{description}: the training set is empty")
+    if (validation is None) != (evaluate_fn is None):
+        raise ValueError(f"{description}: validation settings and evaluate_fn go together")
     checkpoint_dir = Path(checkpoint_dir)
     # cpu=True without CUDA: accelerate then joins a torchrun/`accelerate launch` group over gloo (MULTI_CPU)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(settings.mixed_precision),
@@ -184,6 +282,12 @@ def train(
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
+    eval_every = None
+    if validation is not None:  # optimizer steps between evaluations (one full epoch has this many steps)
+        eval_every = max(1, round(validation.every_epochs * count_optimizer_steps(batches_per_epoch, batches_per_epoch,
+                                                                                   settings.grad_accum)))
+    best = _BestSoFar()
+
     step, micro_done, examples_seen, tokens_seen, elapsed_before = 0, 0, 0, 0, 0.0
     resumed_from = 0
     latest = _latest_checkpoint(checkpoint_dir)
@@ -200,6 +304,13 @@ def train(
         examples_seen, tokens_seen = state["examples_seen"], state["tokens_seen"]
         elapsed_before = state.get("wall_seconds", 0.0)
         resumed_from = step
+        if validation is not None:
+            best = _BestSoFar(**state.get("validation", {}))
+            if best.best_step is not None and not (_best_dir(checkpoint_dir, best.best_step) / "model.safetensors").exists():
+                raise RuntimeError(f"{latest}: the best weights of step {best.best_step} are missing from "
+                                   f"{checkpoint_dir}; delete {checkpoint_dir} to start over")
+    if validation is not None and accelerator.is_main_process:  # best weights newer than the checkpoint are stale
+        _prune_best(checkpoint_dir, best.best_step)
         accelerator.print(f"[{description}] resuming from {latest} (step {step}/{total_steps})")
 
     metrics_file = None
@@ -227,6 +338,7 @@ def train(
                         "dataset_size": len(dataset),
                         "wall_seconds": elapsed_before + time.monotonic() - t0,
                         "settings": asdict(settings),
+                        "validation": asdict(best),
                     }
                 )
             )
@@ -236,7 +348,34 @@ def train(
             old = sorted(checkpoint_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
             for p in old[: -settings.keep_checkpoints]:
                 shutil.rmtree(p, ignore_errors=True)
+            if validation is not None:  # the checkpoint names the best step: older best weights can go
+                _prune_best(checkpoint_dir, best.best_step)
         accelerator.wait_for_everyone()
+
+    def run_validation() -> dict[str, float]:
+        """Evaluate, remember the best (and its weights), and say so in the log."""
+        unwrapped = accelerator.unwrap_model(model)
+        was_training = unwrapped.training
+        unwrapped.eval()
+        with torch.random.fork_rng(devices=[]):
+            figures = {k: float(v) for k, v in evaluate_fn(unwrapped).items()}
+        unwrapped.train(was_training)
+        if validation.metric not in figures:
+            raise KeyError(f"{description}: evaluate_fn returned {sorted(figures)}, not the metric "
+                           f"{validation.metric!r}")
+        improved = best.update(step, figures[validation.metric], validation.min_delta)
+        if improved and validation.select == "best":
+            state_dict = accelerator.get_state_dict(model)
+            if accelerator.is_main_process:
+                _save_best(checkpoint_dir, step, state_dict)
+            accelerator.wait_for_everyone()
+        if validation.patience is not None and best.evals_without_improvement >= validation.patience:
+            best.stopped = True
+        accelerator.print(
+            f"[{description}] step {step}/{total_steps} (epoch {micro_done / batches_per_epoch:.2f}): "
+            f"{validation.metric} {figures[validation.metric]:.4f}; best {best.best_value:.4f} at step {best.best_step}"
+            + ("; no improvement for %d evaluations: stopping" % best.evals_without_improvement if best.stopped else ""))
+        return {**figures, f"best_{validation.metric}": best.best_value, "best_step": best.best_step}
 
     model.train()
     t0 = time.monotonic()
@@ -245,7 +384,7 @@ def train(
     window_n = 0
     bar = tqdm(total=total_steps, initial=step, desc=description, disable=not accelerator.is_main_process,
                mininterval=5.0, dynamic_ncols=True)
-    while micro_done < total_micro:
+    while micro_done < total_micro and not best.stopped:
         epoch, offset = divmod(micro_done, batches_per_epoch)
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(settings.seed + epoch))
         loader = DataLoader(Subset(dataset, order.tolist()), batch_size=settings.batch_size,
@@ -281,7 +420,10 @@ def train(
                 continue
             step += 1
             bar.update(1)
-            if step % settings.log_every == 0 or step == total_steps:
+            evaluated = None
+            if eval_every is not None and (step % eval_every == 0 or step == total_steps):
+                evaluated = run_validation()
+            if step % settings.log_every == 0 or step == total_steps or evaluated is not None:
                 elapsed = elapsed_before + time.monotonic() - t0
                 record = {k: v / window_n for k, v in window.items()}
                 if accelerator.num_processes > 1:  # the mean over processes (= the global batch's loss, see dist.py)
@@ -298,17 +440,23 @@ def train(
                     tokens_per_s=tokens_seen / max(elapsed, 1e-9),
                     wall_seconds=elapsed,
                 )
+                if evaluated is not None:
+                    record.update(evaluated)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
                 if metrics_file is not None:
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
                 window, window_n = {}, 0
-            if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < total_steps:
+            if step < total_steps and not best.stopped and (
+                    evaluated is not None or (settings.checkpoint_every and step % settings.checkpoint_every == 0)):
                 save_checkpoint()
+            if best.stopped:
+                break
     bar.close()
     if metrics_file is not None:
         metrics_file.close()
     accelerator.wait_for_everyone()
+    use_best = validation is not None and validation.select == "best" and best.best_step is not None
     result = TrainResult(
         steps=step,
         resumed_from_step=resumed_from,
@@ -316,12 +464,23 @@ def train(
         tokens_seen=tokens_seen,
         wall_seconds=elapsed_before + time.monotonic() - t0,
         final_loss=last_loss,
+        best_step=best.best_step,
+        best_metric=best.best_value,
+        saved_step=best.best_step if use_best else step,
+        evaluations=best.evaluations,
+        stopped_early=best.stopped,
     )
     if save_fn is not None:
-        state_dict = accelerator.get_state_dict(model)
+        if use_best:  # read by the process that saves (the others pass nothing)
+            from safetensors.torch import load_file
+
+            best_file = _best_dir(checkpoint_dir, best.best_step) / "model.safetensors"
+            state_dict = load_file(str(best_file)) if accelerator.is_main_process else {}
+        else:
+            state_dict = accelerator.get_state_dict(model)
         if accelerator.is_main_process:
             save_fn(accelerator.unwrap_model(model), state_dict, result)
-            for ckpt in checkpoint_dir.glob("step-*"):  # the result is saved: nothing left to resume
-                shutil.rmtree(ckpt, ignore_errors=True)
+            for ckpt in [*checkpoint_dir.glob("step-*"), *checkpoint_dir.glob("best-step-*")]:
+                shutil.rmtree(ckpt, ignore_errors=True)  # the result is saved: nothing left to resume
         accelerator.wait_for_everyone()
     return result
