@@ -81,6 +81,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
     cfg = _config(args.config)
     train = args.train or str(Path("data") / cfg["task"]["name"] / "train.parquet")
+    validation = args.validation or str(Path("data") / cfg["task"]["name"] / "validation.parquet")
     out = Path(args.out)
     card = bootstrap_policy(
         train,
@@ -91,6 +92,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
         seed=cfg["seed"],
         checkpoint_dir=args.checkpoint_dir or out.parent / f".{out.name}.checkpoints",
         metrics_path=out.parent / f"{out.name}.train_metrics.jsonl",
+        validation_path=validation,
     )
     print(json.dumps(card, indent=2))
     return 0
@@ -231,6 +233,24 @@ def cmd_rl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sft_gold(args: argparse.Namespace) -> int:
+    from rlmec_core.stages.rl import sft_gold_update
+
+    cfg = _config(args.config)
+    out = Path(args.out)
+    train = dict(cfg["rl"]["train"])
+    train["lr"] = args.lr if args.lr is not None else cfg["compare"]["lr"].get("sft_gold", train["lr"])
+    draw = cfg["sample"]["draws"][cfg["grm"]["rewrite_draw"]]
+    result = sft_gold_update(args.data, args.policy, out, draw=draw, adapter_name=_problems_adapter(args.data),
+                             prompt_template=_prompt_template(args.policy, cfg["task"]["prompt_template"]),
+                             train_cfg=train, seed=cfg["seed"],
+                             checkpoint_dir=args.checkpoint_dir or out.parent / f".{out.name}.checkpoints",
+                             metrics_path=out.parent / f"{out.name}.train_metrics.jsonl",
+                             trust_remote_code=cfg["engine"]["trust_remote_code"])
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from rlmec_core.inspect import inspect_parquet
 
@@ -295,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     pol = sub.add_parser("policy", help="build and SFT the tiny demo policy")
     pol.add_argument("--config", help="run config (default: schema defaults)")
     pol.add_argument("--train", help="training Parquet (default: data/<task.name>/train.parquet)")
+    pol.add_argument("--validation", help="validation Parquet for the in-training validation (policy.bootstrap."
+                     "validation; default: data/<task.name>/validation.parquet)")
     pol.add_argument("--out", required=True, help="output model directory")
     pol.add_argument("--checkpoint-dir", help="where resumable checkpoints go (default: beside --out)")
     pol.set_defaults(func=cmd_policy)
@@ -353,6 +375,16 @@ def build_parser() -> argparse.ArgumentParser:
     rlp.add_argument("--checkpoint-dir", help="where resumable checkpoints go (default: beside --out)")
     rlp.add_argument("--config", help="run config (default: schema defaults)")
     rlp.set_defaults(func=cmd_rl)
+
+    sg = sub.add_parser("sft-gold", help="the sft_gold baseline: more SFT of a policy on the gold solutions of the "
+                        "rl draw's problems (resumable)")
+    sg.add_argument("--data", required=True, help="problem table Parquet of sample.split (the draw's rows are used)")
+    sg.add_argument("--policy", required=True, help="the starting policy's directory")
+    sg.add_argument("--out", required=True, help="output model directory")
+    sg.add_argument("--lr", type=float, help="peak learning rate (default: compare.lr.sft_gold, else rl.train.lr)")
+    sg.add_argument("--checkpoint-dir", help="where resumable checkpoints go (default: beside --out)")
+    sg.add_argument("--config", help="run config: rl.train, sample.draws, task.prompt_template (default: schema defaults)")
+    sg.set_defaults(func=cmd_sft_gold)
 
     for name, func, helptext in (
         ("sample", cmd_sample, "sample solutions from a policy and judge them"),

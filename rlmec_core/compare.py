@@ -22,10 +22,14 @@ import numpy as np
 from rlmec_core.io import atomic_path, read_parquet, write_json_atomic, write_text_atomic
 from rlmec_core.schemas import SAMPLES
 
-INSTANCE_LEVEL = ("rft", "instance_rl", "dpo", "grpo")
-# Pairs that isolate one part of RLMEC: (question, method a, method b); the table reports a - b.
+INSTANCE_LEVEL = ("rft", "instance_rl", "instance_rl_no_imitation", "dpo", "grpo")
+# Pairs that isolate one part of RLMEC: (question, method a, method b); the table reports a - b. Each pair
+# differs in exactly one thing (rlmec_core/methods.py): instance_rl keeps the imitation term.
 ATTRIBUTION = (
-    ("token-level rewards instead of one reward per sample, no imitation term", "rlmec_no_imitation", "instance_rl"),
+    ("RLMEC against more SFT on the same problems' gold solutions", "rlmec", "sft_gold"),
+    ("token-level rewards instead of one reward per sample (both with the imitation term)", "rlmec", "instance_rl"),
+    ("token-level rewards instead of one reward per sample (both without the imitation term)",
+     "rlmec_no_imitation", "instance_rl_no_imitation"),
     ("the RL term on top of the imitation term", "rlmec", "rlmec_imitation_only"),
     ("the imitation term on top of the RL term", "rlmec", "rlmec_no_imitation"),
     ("the GRM's labels instead of the teacher's", "rlmec", "rlmec_teacher_rewrites"),

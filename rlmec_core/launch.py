@@ -37,6 +37,7 @@ ENTRYPOINTS: dict[str, str] = {
     "policy_bootstrap": "rlmec_core.stages.policy:bootstrap_policy",
     "grm_train": "rlmec_core.stages.grm:train_grm",
     "rl": "rlmec_core.stages.rl:rl_update",
+    "sft_gold": "rlmec_core.stages.rl:sft_gold_update",
     "grpo": "rlmec_core.stages.grpo:grpo_update",
 }
 

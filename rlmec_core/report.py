@@ -57,7 +57,9 @@ __all__ = ["build_report", "find_run_inputs", "RunInputs", "eval_paths_by_policy
 
 log = logging.getLogger("rlmec")
 
-POLICY_LABELS = {"sft": "SFT", "rlmec": "RLMEC"}
+POLICY_LABELS = {"sft": "SFT", "sft_gold": "SFT-gold", "rlmec": "RLMEC"}
+MAIN_POLICIES = ("sft", "sft_gold", "rlmec")  # the starting policy, more SFT on gold data, the method
+CONVERGED_POINTS = 2.0  # sft_gold - sft on validation at most this: the starting policy counts as converged
 EVAL_KEYS = ("accuracy", "ci_low", "ci_high", "correct", "total")
 
 GRM_QUALITY_KEYS: dict[str, str] = {
@@ -74,15 +76,17 @@ GRM_QUALITY_KEYS: dict[str, str] = {
     "correct_tokens_flagged": "tokens of correct predictions with p_t < 0.5 (false alarms)",
 }
 
-# training-curve panels: (title, keys plotted together); a panel appears when one of its keys has data
-CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("loss", ("loss", "loss_rl", "loss_ir")),
-    ("clip fraction", ("clip_frac",)),
-    ("approx. KL", ("approx_kl",)),
-    ("ratio mean", ("ratio_mean",)),
-    ("learning rate", ("lr",)),
-    ("grad norm", ("grad_norm",)),
+# training-curve panels: (title, keys plotted together, x axis); a panel appears when one of its keys has data
+CURVE_PANELS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("validation accuracy (in training)", ("val_accuracy",), "epoch"),
+    ("loss", ("loss", "loss_rl", "loss_ir"), "step"),
+    ("clip fraction", ("clip_frac",), "step"),
+    ("approx. KL", ("approx_kl",), "step"),
+    ("ratio mean", ("ratio_mean",), "step"),
+    ("learning rate", ("lr",), "step"),
+    ("grad norm", ("grad_norm",), "step"),
 )
+X_LABELS = {"step": "optimizer step", "epoch": "epoch"}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
@@ -125,7 +129,7 @@ class RunInputs:
 def find_run_inputs(
     run_dir: PathLike,
     *,
-    policies: Sequence[str] = ("sft", "rlmec"),
+    policies: Sequence[str] = MAIN_POLICIES,
     splits: Sequence[str] = ("validation", "test"),
 ) -> RunInputs:
     """Locate the standard report inputs in ``results/<run>/`` (for use outside Snakemake).
@@ -159,7 +163,7 @@ def find_run_inputs(
                         f"splits {list(splits)}: evaluate a policy first")
     stage = {name: p for name, rel in (("teacher", "teacher/metrics.json"), ("grm rewrites", "grm/rewrites_metrics.json"),
                                        ("label", "label/metrics.json")) if (p := have(rel)) is not None}
-    logs = {name: p for name in ("policy_sft", "grm", "rl") if (p := have(f"train_logs/{name}.jsonl")) is not None}
+    logs = {name: p for name in ("policy_sft", "grm", "sft_gold", "rl") if (p := have(f"train_logs/{name}.jsonl")) is not None}
     return RunInputs(eval_metrics=evals, grm_quality=have("grm/quality.json"), stage_metrics=stage, train_logs=logs,
                      token_rewards=have("label/token_rewards.parquet"), missing=missing)
 
@@ -346,12 +350,12 @@ def _rewrite_spans(tokens: Sequence[str], weights: Sequence[float], kept_weight:
 # figures
 
 
-def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
+def _series(records: Sequence[Mapping[str, Any]], key: str, x: str = "step") -> tuple[list[float], list[float]]:
     xs, ys = [], []
     for r in records:
         v = r.get(key)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            xs.append(float(r["step"]))
+            xs.append(float(r.get(x, r["step"])))
             ys.append(float(v))
     return xs, ys
 
@@ -364,21 +368,28 @@ def _curves_png(name: str, records: Sequence[Mapping[str, Any]]) -> tuple[bytes,
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = [(title, [k for k in keys if _series(records, k)[0]]) for title, keys in CURVE_PANELS]
-    panels = [(t, ks) for t, ks in panels if ks]
+    panels = [(title, [k for k in keys if _series(records, k)[0]], x) for title, keys, x in CURVE_PANELS]
+    panels = [(t, ks, x) for t, ks, x in panels if ks]
     if not panels:
         raise DataError(f"training log {name!r}: no numeric loss/lr/... values to plot")
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows), dpi=100)
     FigureCanvasAgg(fig)
-    for i, (title, keys) in enumerate(panels):
+    for i, (title, keys, x) in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         for k in keys:
-            xs, ys = _series(records, k)
+            xs, ys = _series(records, k, x)
             ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=k, linewidth=1.3)
+        if keys == ["val_accuracy"]:
+            best = [r for r in records if r.get("best_step") == r.get("step") and "val_accuracy" in r]
+            if best:  # the evaluation whose weights the stage kept (select: best)
+                top = max(best, key=lambda r: r["val_accuracy"])
+                ax.plot([top.get(x, top["step"])], [top["val_accuracy"]], marker="*", markersize=12,
+                        color="#d97706", linestyle="none", label="best")
+                ax.legend(fontsize="small")
         ax.set_title(title)
-        ax.set_xlabel("optimizer step")
+        ax.set_xlabel(X_LABELS[x])
         ax.grid(alpha=0.3)
         if len(keys) > 1:
             ax.legend(fontsize="small")
@@ -388,7 +399,7 @@ def _curves_png(name: str, records: Sequence[Mapping[str, Any]]) -> tuple[bytes,
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue(), sorted({k for _, ks in panels for k in ks})
+    return buf.getvalue(), sorted({k for _, ks, _ in panels for k in ks})
 
 
 def _safe_name(name: str) -> str:
@@ -401,16 +412,15 @@ def _safe_name(name: str) -> str:
 
 
 def _accuracy_section(evals: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> tuple[str, str, dict[str, str]]:
-    policies = [p for p in ("sft", "rlmec") if p in evals] + sorted(p for p in evals if p not in ("sft", "rlmec"))
+    policies = [p for p in MAIN_POLICIES if p in evals] + sorted(p for p in evals if p not in MAIN_POLICIES)
     splits: list[str] = []
     for p in policies:
         splits += [s for s in evals[p] if s not in splits]
     conf = {m.get("confidence", 0.95) for by in evals.values() for m in by.values()}
     conf_txt = f"{100 * conf.pop():.0f}%" if len(conf) == 1 else "per-row"
-    both = "sft" in evals and "rlmec" in evals
+    baselines = [b for b in ("sft", "sft_gold") if b in evals and "rlmec" in evals]  # RLMEC - each of them
     head = ["split", *[f"{_policy_label(p)} accuracy [{conf_txt} CI] (correct/total)" for p in policies]]
-    if both:
-        head.append("RLMEC − SFT")
+    head += [f"RLMEC − {_policy_label(b)}" for b in baselines]
     rows: list[list[str]] = []
     for s in splits:
         cells = [s]
@@ -418,34 +428,45 @@ def _accuracy_section(evals: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> t
             m = evals[p].get(s)
             cells.append(f"{_pct(m['accuracy'])} [{_pct(m['ci_low'])}, {_pct(m['ci_high'])}] ({m['correct']}/{m['total']})"
                          if m else "n/a")
-        if both:
-            a, b = evals["rlmec"].get(s), evals["sft"].get(s)
+        for b_name in baselines:
+            a, b = evals["rlmec"].get(s), evals[b_name].get(s)
             cells.append(f"{100 * (a['accuracy'] - b['accuracy']):+.1f} pp" if a and b else "n/a")
         rows.append(cells)
 
     verdicts: dict[str, str] = {}
     sentences: list[str] = []
-    for s in sorted(splits, key=lambda x: (x != "test", splits.index(x))):
-        a = evals.get("rlmec", {}).get(s)
-        b = evals.get("sft", {}).get(s)
-        if not (a and b):
-            continue
-        ci = f"{conf_txt} interval [{_pct(b['ci_low'])}, {_pct(b['ci_high'])}]"
-        if a["accuracy"] > b["ci_high"]:
-            verdicts[s] = "above"
-            sentences.append(f"On {s}, RLMEC's accuracy ({_pct(a['accuracy'])}) is above SFT's {ci}.")
-        elif a["accuracy"] < b["ci_low"]:
-            verdicts[s] = "below"
-            sentences.append(f"On {s}, RLMEC's accuracy ({_pct(a['accuracy'])}) is below SFT's {ci}.")
-        else:
-            verdicts[s] = "within"
-            sentences.append(f"On {s}, RLMEC's accuracy ({_pct(a['accuracy'])}) is not above SFT's {ci}: "
-                             "no clear improvement.")
-    if not both:
+    names = {"sft": "SFT's", "sft_gold": "more SFT on the gold solutions (SFT-gold)'s"}
+    for b_name in baselines:
+        for s in sorted(splits, key=lambda x: (x != "test", splits.index(x))):
+            a, b = evals["rlmec"].get(s), evals[b_name].get(s)
+            if not (a and b):
+                continue
+            ci = f"{conf_txt} interval [{_pct(b['ci_low'])}, {_pct(b['ci_high'])}]"
+            if a["accuracy"] > b["ci_high"]:
+                verdict = "above"
+                sentences.append(f"On {s}, RLMEC's accuracy ({_pct(a['accuracy'])}) is above {names[b_name]} {ci}.")
+            elif a["accuracy"] < b["ci_low"]:
+                verdict = "below"
+                sentences.append(f"On {s}, RLMEC's accuracy ({_pct(a['accuracy'])}) is below {names[b_name]} {ci}.")
+            else:
+                verdict = "within"
+                sentences.append(f"On {s}, RLMEC's accuracy ({_pct(a['accuracy'])}) is not above {names[b_name]} {ci}: "
+                                 "no clear improvement.")
+            verdicts[s if b_name == "sft" else f"{s} vs {b_name}"] = verdict
+    if "sft" not in baselines:
         sentences.append("RLMEC and SFT are not both evaluated: no comparison.")
+    gold, start = evals.get("sft_gold", {}).get("validation"), evals.get("sft", {}).get("validation")
+    if gold and start:
+        gain = 100 * (gold["accuracy"] - start["accuracy"])
+        sentences.append(
+            f"Convergence of the starting policy: more SFT on the gold solutions moves validation accuracy by "
+            f"{gain:+.1f} pp ({'at most' if gain <= CONVERGED_POINTS else 'more than'} {CONVERGED_POINTS:g} points: "
+            f"{'converged' if gain <= CONVERGED_POINTS else 'NOT converged; gains over SFT mix in more supervised training'}).")
 
     intro = ("Greedy-decoding accuracy of each policy; SFT is the starting policy (bootstrapped or given), "
-             "RLMEC the policy after the RL update. Intervals are Wilson score intervals.")
+             "SFT-gold the starting policy trained further on the gold solutions of the problems the RL update "
+             "sees (same optimizer, epochs and batch; the strongest simple baseline), RLMEC the policy after the "
+             "RL update. Intervals are Wilson score intervals.")
     h = [f"<p>{_esc(intro)}</p>", _html_table(head, rows, numeric_from=1)]
     h += [f'<p class="verdict">{_esc(t)}</p>' for t in sentences]
     md = [intro, _md_table(head, rows), *[f"**{t}**" for t in sentences]]
@@ -659,7 +680,9 @@ def build_report(
         md.append("## Training curves")
         for (name, (png, keys)), log_name in zip(figures.items(), logs):
             caption = (f"{log_name}: {', '.join(keys)} against the optimizer step "
-                       f"({len(logs[log_name])} logged steps; {train_logs[log_name]}).")
+                       + ("(val_accuracy, the in-training validation, against the epoch; the star marks the "
+                          "evaluation whose weights the stage kept) " if "val_accuracy" in keys else "")
+                       + f"({len(logs[log_name])} logged steps; {train_logs[log_name]}).")
             b64 = base64.b64encode(png).decode("ascii")
             h.append(f'<div class="figure"><img alt="{_esc(log_name)} training curves" '
                      f'src="data:image/png;base64,{b64}"><p class="meta">{_esc(caption)}</p></div>')

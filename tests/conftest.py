@@ -56,5 +56,6 @@ def demo_policy(tmp_path_factory, demo_task) -> Path:
         seed=0,
         checkpoint_dir=out / "ckpt",
         metrics_path=out / "train.jsonl",
+        validation_path=demo_task["validation"],
     )
     return out / "sft"

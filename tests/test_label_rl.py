@@ -375,3 +375,37 @@ def test_dpo_pairs_and_loss(labelled, tmp_path):
     assert card["train_examples"] == len(sample_pairs) and card["dpo_beta"] == 0.1
     first = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0])
     assert first["loss"] == pytest.approx(math.log(2), abs=0.05) and "reward_margin" in first
+
+
+def test_sft_gold_trains_on_the_gold_solutions_of_exactly_the_rl_draw(demo_policy, demo_task, tmp_path):
+    """sft_gold's examples are the reference solutions of the rl draw's problems (rows first..first+n of the
+    split), in order, with the policy's prompt; the loss covers the solution and EOS only."""
+    from rlmec_core.stages.data import load_problems
+    from rlmec_core.stages.rl import gold_sft_examples, sft_gold_update
+    from rlmec_core.train.sft import IGNORE_INDEX
+
+    problems = load_problems(demo_task["train"])
+    draw = {"first": 100, "problems": 37}
+    train = {**cfg("rl")["train"], "epochs": 1, "lr": 1e-3, "batch_size": 16, "log_every": 1}
+    card = sft_gold_update(demo_task["train"], demo_policy, tmp_path / "gold", draw=draw, adapter_name="arith",
+                           prompt_template="Question: {question}\nAnswer:\n", train_cfg=train, seed=0,
+                           checkpoint_dir=tmp_path / "ckpt", metrics_path=tmp_path / "gold.jsonl")
+    assert card["method"] == "sft_gold" and card["train_examples"] == 37
+    assert card["draw"] == {"first": 100, "problems": 37} and card["train"]["lr"] == 1e-3
+    assert card["steps"] == 3 and (tmp_path / "gold" / "model.safetensors").exists()  # ceil(37 / 16)
+
+    tok = AutoTokenizer.from_pretrained(str(demo_policy))
+    adapter = get_adapter("arith", "Question: {question}\nAnswer:\n")
+    examples, report = gold_sft_examples(problems[100:137], adapter, tok, max_length=192)
+    assert report.skipped_too_long == 0 and len(examples) == 37
+    for ex, problem in zip(examples, problems[100:137], strict=True):
+        prompt = tok(adapter.format_prompt(problem.question))["input_ids"]
+        target = [t for t in ex.labels if t != IGNORE_INDEX]
+        assert ex.input_ids[: len(prompt)] == prompt and ex.labels[: len(prompt)] == [IGNORE_INDEX] * len(prompt)
+        assert target[-1] == tok.eos_token_id
+        assert tok.decode(target[:-1]) == problem.reference_solution  # the gold solution, nothing else
+
+    with pytest.raises(DataError, match=r"train.parquet: no problems in the range first=5000"):
+        sft_gold_update(demo_task["train"], demo_policy, tmp_path / "none", draw={"first": 5000, "problems": 10},
+                        adapter_name="arith", prompt_template=None, train_cfg=train, seed=0,
+                        checkpoint_dir=tmp_path / "c2", metrics_path=tmp_path / "none.jsonl")

@@ -28,7 +28,10 @@ def test_each_method_changes_only_what_it_names():
     assert method_examples(get_method("rlmec_teacher_rewrites"), ex, ok) == ex  # differs by its label file
     inst = method_examples(get_method("instance_rl"), ex, ok, instance_rewards=(1.0, -1.0))
     assert [e.rewards for e in inst] == [[1.0] * 3, [-1.0] * 2]
-    assert [e.imitation_weights for e in inst] == [GOOD.imitation_weights, BAD.imitation_weights]
+    assert [e.imitation_weights for e in inst] == [GOOD.imitation_weights, BAD.imitation_weights]  # keeps imitation
+    inst_no_im = method_examples(get_method("instance_rl_no_imitation"), ex, ok, instance_rewards=(1.0, -1.0))
+    assert [e.rewards for e in inst_no_im] == [[1.0] * 3, [-1.0] * 2]
+    assert all(set(e.imitation_weights) == {0.0} for e in inst_no_im)
     no_im = method_examples(get_method("rlmec_no_imitation"), ex, ok)
     assert [e.rewards for e in no_im] == [GOOD.rewards, BAD.rewards]
     assert all(set(e.imitation_weights) == {0.0} for e in no_im)
@@ -42,10 +45,12 @@ def test_each_method_changes_only_what_it_names():
         method_examples(get_method("rft"), [BAD], [False])
     with pytest.raises(ValueError, match="does not train"):
         method_examples(get_method("sft"), ex, ok)
+    with pytest.raises(ValueError, match="gold solutions, not on labelled samples"):
+        method_examples(get_method("sft_gold"), ex, ok)
     with pytest.raises(ValueError, match="unknown method 'ppo'"):
         get_method("ppo")
-    assert {"sft", "rft", "instance_rl", "dpo", "rlmec", "rlmec_no_imitation", "rlmec_imitation_only",
-            "rlmec_teacher_rewrites"} == set(METHODS)
+    assert {"sft", "sft_gold", "rft", "instance_rl", "instance_rl_no_imitation", "dpo", "rlmec", "rlmec_no_imitation",
+            "rlmec_imitation_only", "rlmec_teacher_rewrites"} == set(METHODS)
 
 
 def test_wrong_steps_counts_each_local_mistake_once():
@@ -163,14 +168,19 @@ def test_attribution_isolates_the_parts_of_rlmec(tmp_path):
     write_parquet(problems_table(problems), tmp_path / "test.parquet", PROBLEMS)
     right = [p.reference_solution for p in problems]
     accs = {"rlmec": (0.70, 0.72), "rlmec_imitation_only": (0.69, 0.71), "rlmec_no_imitation": (0.40, 0.42),
-            "instance_rl": (0.41, 0.40)}
+            "instance_rl": (0.41, 0.40), "sft_gold": (0.71, 0.73)}
     runs = [{"method": name, "seed": s, **_run(tmp_path, problems, f"{name}{s}", acc, 0.5, right)}
             for name, pair in accs.items() for s, acc in enumerate(pair)]
     out = build_comparison(runs, test_problems=tmp_path / "test.parquet", out_md=tmp_path / "t.md",
                            out_json=tmp_path / "t.json", out_png=tmp_path / "c.png")
     pairs = {(p["a"], p["b"]): p for p in out["attribution"]}
-    assert set(pairs) == {("rlmec_no_imitation", "instance_rl"), ("rlmec", "rlmec_imitation_only"),
-                          ("rlmec", "rlmec_no_imitation")}  # the pairs whose two methods ran
+    # the pairs whose two methods ran; reward granularity is rlmec - instance_rl (both keep the imitation term),
+    # never rlmec_no_imitation - instance_rl (that pair would compare lambda = 0 with lambda = 1)
+    assert set(pairs) == {("rlmec", "sft_gold"), ("rlmec", "instance_rl"), ("rlmec", "rlmec_imitation_only"),
+                          ("rlmec", "rlmec_no_imitation")}
+    assert "both with the imitation term" in pairs[("rlmec", "instance_rl")]["question"]
+    assert pairs[("rlmec", "sft_gold")]["difference"] == pytest.approx(-0.01)
+    assert not pairs[("rlmec", "sft_gold")]["a_better_beyond_noise"]
     rl_term = pairs[("rlmec", "rlmec_imitation_only")]
     assert rl_term["difference"] == pytest.approx(0.01) and not rl_term["a_better_beyond_noise"]
     # its standard error: seed variance + binomial variance of a 1000-problem test set, per mean
@@ -180,3 +190,18 @@ def test_attribution_isolates_the_parts_of_rlmec(tmp_path):
     md = (tmp_path / "t.md").read_text()
     assert "## Where the difference comes from" in md
     assert "the RL term on top of the imitation term (`rlmec` - `rlmec_imitation_only`): +1.0 +- " in md
+
+
+def test_attribution_pairs_differ_in_exactly_one_part():
+    """Each attribution pair changes one thing of rlmec_core.methods.Method (or compares with sft_gold)."""
+    from rlmec_core.compare import ATTRIBUTION
+
+    fields = ("labels", "reward", "imitation")
+    for question, a, b in ATTRIBUTION:
+        if "sft_gold" in (a, b) or "2rounds" in a:
+            continue
+        ma, mb = get_method(a), get_method(b)
+        changed = [f for f in fields if getattr(ma, f) != getattr(mb, f)]
+        assert len(changed) == 1, f"{question}: {a} vs {b} differ in {changed}"
+    granularity = [(a, b) for q, a, b in ATTRIBUTION if "reward per sample" in q]
+    assert granularity == [("rlmec", "instance_rl"), ("rlmec_no_imitation", "instance_rl_no_imitation")]

@@ -88,6 +88,8 @@ EVALS = {
     ("sft", "test"): (0.40, 0.30, 0.50, 40, 100),
     ("rlmec", "validation"): (0.38, 0.29, 0.48, 38, 100),
     ("rlmec", "test"): (0.62, 0.52, 0.71, 62, 100),
+    ("sft_gold", "validation"): (0.36, 0.27, 0.46, 36, 100),
+    ("sft_gold", "test"): (0.55, 0.45, 0.65, 55, 100),
 }
 
 
@@ -107,8 +109,11 @@ def make_run(root: Path, rows: list[dict[str, Any]] | None = None) -> Path:
     write_json(run / "grm" / "rewrites_metrics.json", {"kept": 30, "mean_edit_ratio": 0.15})
     write_json(run / "label" / "metrics.json", {"rows": 5, "reward": {"mean_neg": -0.04, "mean_pos": 0.31}})
     steps = range(10, 60, 10)
+    val = {20: 0.3, 40: 0.45, 50: 0.4}  # in-training validation of the bootstrap (best at step 40)
     write_jsonl(run / "train_logs" / "policy_sft.jsonl",
-                [{"step": s, "loss": 3.0 / s, "lr": 1e-3, "grad_norm": 1.0} for s in steps])
+                [{"step": s, "epoch": s / 20, "loss": 3.0 / s, "lr": 1e-3, "grad_norm": 1.0,
+                  **({"val_accuracy": val[s], "best_step": 40 if s >= 40 else 20} if s in val else {})} for s in steps])
+    write_jsonl(run / "train_logs" / "sft_gold.jsonl", [{"step": s, "loss": 0.5 / s, "lr": 1e-3} for s in steps])
     write_jsonl(run / "train_logs" / "grm.jsonl", [{"step": s, "loss": 2.0 / s, "lr": 2e-5} for s in steps])
     write_jsonl(run / "train_logs" / "rl.jsonl",
                 [{"step": s, "loss": 1.0 / s, "lr": 5e-6, "loss_rl": 0.1 / s, "loss_ir": 0.9 / s,
@@ -152,10 +157,17 @@ def test_report_content(run: Path, tmp_path: Path) -> None:
         assert "+22.0 pp" in text and "+3.0 pp" in text
         assert "On test, RLMEC's accuracy (62.0%) is above SFT's 95% interval [30.0%, 50.0%]." in text
         assert "On validation, RLMEC's accuracy (38.0%) is not above SFT's 95% interval" in text
+        # more SFT on gold data: its own column, difference and verdict, and the convergence check
+        assert "55.0% [45.0%, 65.0%] (55/100)" in text and "+7.0 pp" in text
+        assert "RLMEC − SFT-gold" in text
+        assert ("On test, RLMEC's accuracy (62.0%) is not above more SFT on the gold solutions (SFT-gold)'s 95% "
+                "interval [45.0%, 65.0%]: no clear improvement.") in text
+        assert "moves validation accuracy by +1.0 pp (at most 2 points: converged)" in text
         # (b) GRM quality and (c) stage metrics, nested keys flattened
         assert "error_step_accuracy" in text and "0.8125" in text
         assert "statuses.parse_error" in text and "reward.mean_neg" in text
-    assert result["verdict"] == {"test": "above", "validation": "within"}
+    assert result["verdict"] == {"test": "above", "validation": "within", "test vs sft_gold": "within",
+                                 "validation vs sft_gold": "within"}
     assert result["accuracy"]["rlmec"]["test"]["accuracy"] == 0.62
     assert result["n_labelled"] == 5
 
@@ -207,11 +219,13 @@ def test_report_content(run: Path, tmp_path: Path) -> None:
 
     # (d) one valid PNG per log, embedded in the HTML and linked relative to the Markdown
     pngs = sorted(p.name for p in (out / "figures").iterdir())
-    assert pngs == ["grm.png", "policy_sft.png", "rl.png"]
+    assert pngs == ["grm.png", "policy_sft.png", "rl.png", "sft_gold.png"]
     for name in pngs:
         data = (out / "figures" / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) > 5000
-    assert page.count('src="data:image/png;base64,iVBORw0KGgo') == 3
+    assert page.count('src="data:image/png;base64,iVBORw0KGgo') == 4
+    assert ("policy_sft: grad_norm, loss, lr, val_accuracy against the optimizer step (val_accuracy, the in-training "
+            "validation, against the epoch; the star marks the evaluation whose weights the stage kept)") in md
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (out / link).is_file()
     assert "loss_ir" in page and "clip_frac" in page and "approx_kl" in page

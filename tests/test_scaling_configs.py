@@ -28,14 +28,15 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 REAL_CONFIGS = ("gsm8k", "ecqa")
 GENERATE_RULES = {"sample", "evaluate", "grm_eval", "grm_rewrite", "grm_rewrite_round2", "label", "label_teacher",
                   "label_round2"}
-TRAIN_RULES = {"policy_bootstrap", "grm_train", "rl", "method_rl", "method_grpo", "method_round2"}
+TRAIN_RULES = {"policy_bootstrap", "grm_train", "rl", "method_rl", "method_grpo", "method_round2", "sft_gold",
+               "method_sft_gold"}
 CPU_RULES = {"data", "grm_data", "report", "compare_table", "compare_sweep", "report_compare"}
 TARGET_RULES = {"all", "compare"}  # rules without a job of their own
 DEFAULT_DAG = {"data", "sample", "teacher", "grm_data", "grm_train", "grm_eval", "grm_rewrite", "label", "rl",
-               "evaluate", "report"}
-COMPARE_DAG = DEFAULT_DAG - {"report"} | {"label_teacher", "method_rl", "method_grpo", "grm_rewrite_round2",
-                                          "label_round2", "method_round2", "compare_table", "compare_sweep",
-                                          "report_compare"}
+               "sft_gold", "evaluate", "report"}
+COMPARE_DAG = DEFAULT_DAG - {"report"} | {"label_teacher", "method_rl", "method_grpo", "method_sft_gold",
+                                          "grm_rewrite_round2", "label_round2", "method_round2", "compare_table",
+                                          "compare_sweep", "report_compare"}
 
 # A few rows in the formats of ../shared/data/ (the dry run only needs the files to exist).
 SOURCES = {

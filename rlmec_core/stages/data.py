@@ -72,6 +72,16 @@ def load_problems(path: str | Path) -> list[Problem]:
     return problems
 
 
+def draw_problems(problems: list[Problem], first: int, count: int | None, where: str | Path) -> list[Problem]:
+    """The problems ``first .. first + count`` of a split (all from ``first`` on when ``count`` is None), as a
+    config ``sample.draws.<draw>`` names them; raises ``DataError`` naming ``where`` when the range is empty."""
+    chosen = problems[first: None if count is None else first + count]
+    if not chosen:
+        raise DataError(f"{where}: no problems in the range first={first}, problems={count} "
+                        f"(the split has {len(problems)})")
+    return chosen
+
+
 def build_splits(task: Mapping[str, Any], seed: int) -> dict[str, list[Problem]]:
     """The three splits for config ``task`` (see the module docstring)."""
     adapter_name = task["adapter"]

@@ -1,6 +1,10 @@
 """Stage ``policy`` (demo only): build a tokenizer and a tiny LLaMA model locally and SFT it on the
 training split's reference solutions, then ``save_pretrained`` (safetensors) the result.
 
+With ``bootstrap.validation.enabled`` the SFT measures greedy accuracy on the validation split as it
+trains, keeps the best checkpoint by that accuracy and may stop early (``rlmec_core.train.loop``): the
+starting policy of the demo is then the best the schedule reached, not whatever the last step left.
+
 Real configs name an existing model in ``policy.model`` and skip this stage. The stage resumes from
 its last checkpoint (kept in ``checkpoint_dir``, outside the declared output) when rerun after a crash;
 the tokenizer is stored beside the checkpoints so that a resumed run uses the very same vocabulary.
@@ -24,7 +28,7 @@ from rlmec_core.io import atomic_path
 from rlmec_core.models.tiny import TinyArch, build_tiny_llama, train_tokenizer
 from rlmec_core.stages.data import load_problems
 from rlmec_core.tasks import get_adapter
-from rlmec_core.train.loop import TrainResult, TrainSettings, train
+from rlmec_core.train.loop import TrainResult, TrainSettings, ValidationSettings, train
 from rlmec_core.train.sft import SFTCollator, encode_sft_examples, sft_loss
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,14 @@ def train_settings(cfg: Mapping[str, Any], seed: int) -> TrainSettings:
     return TrainSettings(seed=seed, **kwargs)
 
 
+def validation_settings(cfg: Mapping[str, Any] | None) -> ValidationSettings | None:
+    """``ValidationSettings`` from a config ``validation`` block (None when it is absent or disabled)."""
+    if not cfg or not cfg.get("enabled", True):
+        return None
+    keys = ("every_epochs", "patience", "min_delta", "select")
+    return ValidationSettings(**{k: cfg[k] for k in keys if k in cfg})
+
+
 def bootstrap_policy(
     train_path: str | Path,
     out_dir: str | Path,
@@ -85,8 +97,12 @@ def bootstrap_policy(
     seed: int,
     checkpoint_dir: str | Path,
     metrics_path: str | Path,
+    validation_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train the demo policy and write it to ``out_dir``; returns the model card written beside it."""
+    """Train the demo policy and write it to ``out_dir``; returns the model card written beside it.
+
+    ``validation_path`` (the validation split) is read when ``bootstrap["validation"]`` is enabled.
+    """
     adapter = get_adapter(adapter_name, prompt_template)
     problems = load_problems(train_path)
     prompts = [adapter.format_prompt(p.question) for p in problems]
@@ -115,6 +131,19 @@ def bootstrap_policy(
         log.warning("skipped %d of %d examples longer than %d tokens", report.skipped_too_long, len(prompts), max_length)
     settings = train_settings(bootstrap["train"], seed)
     log.info("policy: %.2fM parameters, vocab %d, %d examples, %s", n_params / 1e6, len(tokenizer), len(examples), settings)
+    val_cfg = bootstrap.get("validation")
+    validation = validation_settings(val_cfg)
+    evaluate_fn = None
+    if validation is not None:
+        from rlmec_core.stages.evaluate import greedy_accuracy_fn
+
+        if validation_path is None:
+            raise DataError("policy.bootstrap.validation is enabled but no validation split was given")
+        val_problems = load_problems(validation_path)[: val_cfg.get("limit")]
+        evaluate_fn = greedy_accuracy_fn(tokenizer, val_problems, adapter, max_new_tokens=val_cfg["max_new_tokens"],
+                                         batch_size=val_cfg["batch_size"])
+        log.info("validation: %d problems of %s every %g epochs, patience %s, keep the %s weights",
+                 len(val_problems), validation_path, validation.every_epochs, validation.patience, validation.select)
 
     card: dict[str, Any] = {
         "stage": "policy_bootstrap",
@@ -126,6 +155,8 @@ def bootstrap_policy(
         "train_examples": len(examples),
         "skipped_too_long": report.skipped_too_long,
         "train_data": str(train_path),
+        "validation": None if validation is None else {**asdict(validation), "data": str(validation_path),
+                                                       "problems": len(val_problems)},
         "adapter": adapter_name,
         "prompt_template": adapter.prompt_template,
     }
@@ -144,8 +175,14 @@ def bootstrap_policy(
         metrics_path=metrics_path,
         description="policy-sft",
         save_fn=save,
+        validation=validation,
+        evaluate_fn=evaluate_fn,
     )
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     log.info("policy saved to %s (%d steps, %.0f s, %.0f tokens/s)", out_dir, result.steps, result.wall_seconds,
              result.tokens_seen / max(result.wall_seconds, 1e-9))
+    if validation is not None:
+        log.info("saved the weights of step %s: validation accuracy %.4f (best of %d evaluations%s)",
+                 result.saved_step, result.best_metric, result.evaluations,
+                 ", stopped early" if result.stopped_early else "")
     return card

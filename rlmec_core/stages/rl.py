@@ -4,6 +4,9 @@ Starts from the sampling policy (``pi_old``; the labels' old log-probs come from
 token-level clipped objective plus the imitation regulariser, logs per-step loss parts, clip fraction,
 approximate KL to the old policy and gradient norm to a JSONL, resumes from checkpoints kept outside
 the declared output, and writes an HF ``save_pretrained`` directory with a model card.
+
+``sft_gold_update`` is the strongest simple baseline, through the same machinery: more SFT of the same
+starting policy on the gold reference solutions of the problems the RL draw covers.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,10 +27,13 @@ from rlmec_core.losses import RATIO_FORMS
 from rlmec_core.methods import get_method, method_examples
 from rlmec_core.sampling import check_model_weights, load_tokenizer
 from rlmec_core.schemas import SAMPLES, TOKEN_REWARDS
+from rlmec_core.stages.data import draw_problems, load_problems
 from rlmec_core.stages.policy import MODEL_CARD, train_settings, train_with_published_log, write_model_dir
+from rlmec_core.tasks import Problem, TaskAdapter, get_adapter
 from rlmec_core.train.dpo import DPOCollator, dpo_batch_loss, pairs_from_samples, with_reference
 from rlmec_core.train.loop import TrainResult
 from rlmec_core.train.rl import RLCollator, RLExample, count_rl_tokens, rl_batch_loss
+from rlmec_core.train.sft import SFTCollator, encode_sft_examples, sft_loss
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +86,6 @@ def rl_update(
     (same samples, same loss machinery); ``rlmec`` uses them as they are. ``dpo`` pairs the correct and
     wrong samples of ``samples_path`` (the draw the labels were made from) instead.
     """
-    from transformers import AutoModelForCausalLM
-
     if rl_cfg["ratio_form"] not in RATIO_FORMS:
         raise DataError(f"rl.ratio_form={rl_cfg['ratio_form']!r}: expected one of {sorted(RATIO_FORMS)}")
     examples, correct = load_labelled(labels_path)
@@ -101,25 +105,14 @@ def rl_update(
         except ValueError as exc:
             raise DataError(f"{labels_path}: {exc}") from None
     settings = train_settings(rl_cfg["train"], seed)
-    dtype = torch.bfloat16 if settings.mixed_precision == "bf16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(policy_dir), dtype=dtype, trust_remote_code=trust_remote_code,
-                                                 use_safetensors=True)
+    model = _load_policy(policy_dir, settings, trust_remote_code)
     vocab = model.get_output_embeddings().weight.shape[0]
     top = max(max(e.prompt_ids + e.token_ids + e.imitation_ids) for e in examples)
     if top >= vocab:
         raise DataError(f"{labels_path}: token id {top} is outside the vocabulary of {policy_dir} ({vocab}); "
                         "were the labels made with another policy?")
-    card: dict[str, Any] = {"stage": "rl", "method": method, "init_model": str(policy_dir), "labels": str(labels_path),
-                            "train_examples": len(dataset), "train": asdict(settings),
-                            **{k: rl_cfg[k] for k in ("clip_eps", "imitation_coef", "ratio_form")}}
-    parent = Path(policy_dir) / MODEL_CARD
-    if parent.exists():  # keep what the evaluator needs (the prompt template) from the starting policy
-        card["prompt_template"] = json.loads(parent.read_text()).get("prompt_template")
-
-    def save(unwrapped: torch.nn.Module, state_dict: dict[str, torch.Tensor], result: TrainResult) -> None:
-        card.update(asdict(result))
-        write_model_dir(out_dir, unwrapped, tokenizer, card, state_dict)
-
+    card = _card(policy_dir, method, len(dataset), settings, labels=str(labels_path),
+                 **{k: rl_cfg[k] for k in ("clip_eps", "imitation_coef", "ratio_form")})
     if method == "dpo":
         dataset = with_reference(dataset, model, tokenizer.pad_token_id)
         card["dpo_beta"] = dpo_beta
@@ -132,9 +125,91 @@ def rl_update(
                                     imitation_coef=rl_cfg["imitation_coef"], ratio_form=rl_cfg["ratio_form"])
     log.info("RLMEC update of %s on %d samples (%s ratio, eps %.2f, lambda %.2f): %s", policy_dir, len(examples),
              rl_cfg["ratio_form"], rl_cfg["clip_eps"], rl_cfg["imitation_coef"], settings)
+    return _train_and_save(model, dataset, collate, loss_fn, settings, card=card, tokenizer=tokenizer, out_dir=out_dir,
+                           checkpoint_dir=checkpoint_dir, metrics_path=metrics_path, count_tokens=count_rl_tokens,
+                           description=method)
+
+
+def sft_gold_update(
+    problems_path: str | Path,
+    policy_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    draw: Mapping[str, Any],
+    adapter_name: str,
+    prompt_template: str | None,
+    train_cfg: Mapping[str, Any],
+    seed: int,
+    checkpoint_dir: str | Path,
+    metrics_path: str | Path,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """The ``sft_gold`` baseline: continue SFT of ``policy_dir`` on the reference solutions of the problems
+    ``draw["first"] .. draw["first"] + draw["problems"]`` of ``problems_path`` (the RL draw's problems), with
+    the optimizer settings ``train_cfg`` (``rl.train`` with the method's learning rate), one example per
+    problem: prompt -> gold solution + EOS, the loss on the solution's tokens only.
+
+    A gain of RLMEC that this also gives is "more supervised training on gold data", not the method's.
+    """
+    first, count = int(draw.get("first", 0)), draw.get("problems")
+    problems = draw_problems(load_problems(problems_path), first, count, problems_path)
+    check_model_weights(policy_dir)
+    tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)
+    settings = train_settings(train_cfg, seed)
+    model = _load_policy(policy_dir, settings, trust_remote_code)
+    max_length = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+    examples, report = gold_sft_examples(problems, get_adapter(adapter_name, prompt_template), tokenizer,
+                                         max_length=max_length)
+    if not examples:
+        raise DataError(f"{problems_path}: no gold solution of the rl draw fits in {max_length} tokens")
+    if report.skipped_too_long:
+        log.warning("skipped %d of %d gold solutions longer than %d tokens", report.skipped_too_long, len(problems),
+                    max_length)
+    card = _card(policy_dir, "sft_gold", len(examples), settings, problems=str(problems_path),
+                 draw={"first": first, "problems": len(problems)}, skipped_too_long=report.skipped_too_long)
+    log.info("sft_gold: SFT of %s on the gold solutions of %d problems (%s rows %d..%d): %s", policy_dir,
+             len(examples), problems_path, first, first + len(problems) - 1, settings)
+    return _train_and_save(model, examples, SFTCollator(tokenizer.pad_token_id),
+                           functools.partial(sft_loss, normalization=settings.loss_normalization), settings, card=card,
+                           tokenizer=tokenizer, out_dir=out_dir, checkpoint_dir=checkpoint_dir,
+                           metrics_path=metrics_path, count_tokens=None, description="sft_gold")
+
+
+def gold_sft_examples(problems: Sequence[Problem], adapter: TaskAdapter, tokenizer, *, max_length: int):
+    """The SFT examples of ``sft_gold``: per problem, its prompt (as the policy is sampled with) -> its gold
+    reference solution + EOS, in the problems' order. Returns ``(examples, EncodeReport)``; solutions longer
+    than ``max_length`` tokens are skipped and counted."""
+    return encode_sft_examples(tokenizer, [adapter.format_prompt(p.question) for p in problems],
+                               [p.reference_solution for p in problems], max_length=max_length)
+
+
+def _load_policy(policy_dir: str | Path, settings, trust_remote_code: bool) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if settings.mixed_precision == "bf16" else torch.float32
+    return AutoModelForCausalLM.from_pretrained(str(policy_dir), dtype=dtype, trust_remote_code=trust_remote_code,
+                                                use_safetensors=True)
+
+
+def _card(policy_dir: str | Path, method: str, n_examples: int, settings, **extra: Any) -> dict[str, Any]:
+    """The model card of an updated policy; keeps the starting policy's prompt template (the evaluator's)."""
+    card: dict[str, Any] = {"stage": "rl", "method": method, "init_model": str(policy_dir),
+                            "train_examples": n_examples, "train": asdict(settings), **extra}
+    parent = Path(policy_dir) / MODEL_CARD
+    if parent.exists():
+        card["prompt_template"] = json.loads(parent.read_text()).get("prompt_template")
+    return card
+
+
+def _train_and_save(model, dataset, collate, loss_fn, settings, *, card: dict[str, Any], tokenizer, out_dir, checkpoint_dir,
+                    metrics_path, count_tokens, description: str) -> dict[str, Any]:
+    def save(unwrapped: torch.nn.Module, state_dict: dict[str, torch.Tensor], result: TrainResult) -> None:
+        card.update(asdict(result))
+        write_model_dir(out_dir, unwrapped, tokenizer, card, state_dict)
+
     # the log lives beside the checkpoints until the end: Snakemake deletes a killed job's declared outputs
     result = train_with_published_log(model, dataset, collate, loss_fn, settings, checkpoint_dir=checkpoint_dir,
-                                      metrics_path=metrics_path, count_tokens=count_rl_tokens, description=method,
+                                      metrics_path=metrics_path, count_tokens=count_tokens, description=description,
                                       save_fn=save)
-    log.info("RLMEC policy saved to %s: %d steps, %.0f s", out_dir, result.steps, result.wall_seconds)
+    log.info("%s policy saved to %s: %d steps, %.0f s", description, out_dir, result.steps, result.wall_seconds)
     return card

@@ -23,7 +23,7 @@ from rlmec_core.sampling import (
     tokens_per_second,
 )
 from rlmec_core.schemas import SAMPLES
-from rlmec_core.stages.data import load_problems
+from rlmec_core.stages.data import draw_problems, load_problems
 from rlmec_core.tasks import Problem, TaskAdapter, get_adapter
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,7 @@ def sample_policy(
     """Sample ``settings.n`` solutions for each of the problems ``first .. first + limit`` of
     ``data_path`` (all from ``first`` on when ``limit`` is None) and write them to ``out_path``."""
     adapter = get_adapter(adapter_name, prompt_template)
-    all_problems = load_problems(data_path)
-    problems = all_problems[first : None if limit is None else first + limit]
-    if not problems:
-        raise ValueError(f"{data_path}: no problems in the range first={first}, problems={limit} "
-                         f"(the split has {len(all_problems)})")
+    problems = draw_problems(load_problems(data_path), first, limit, data_path)
     table, result = draw_samples(model_path, problems, adapter, settings, engine)
     write_parquet(table, out_path, SAMPLES)
     correct = table.column("correct").to_pylist()

@@ -60,6 +60,7 @@ def eval_metrics(policy):
 def final_targets():
     return [
         *eval_metrics("sft"),
+        *eval_metrics("sft_gold"),
         *eval_metrics("rlmec"),
         f"{RESULTS}/grm/quality.json",
         f"{RESULTS}/report.html",
@@ -68,8 +69,8 @@ def final_targets():
 
 # -- the comparison of methods (compare.smk) --------------------------------------------------------------
 COMPARE = config["compare"]
-TRAINED_METHODS = ["rft", "instance_rl", "dpo", "rlmec", "rlmec_no_imitation", "rlmec_imitation_only",
-                   "rlmec_teacher_rewrites"]
+TRAINED_METHODS = ["rft", "instance_rl", "instance_rl_no_imitation", "dpo", "rlmec", "rlmec_no_imitation",
+                   "rlmec_imitation_only", "rlmec_teacher_rewrites"]  # through method_rl (sft_gold, grpo: own rules)
 METHOD_LABELS = {"rlmec_teacher_rewrites": f"{RESULTS}/label/teacher/token_rewards.parquet"}
 
 
@@ -93,12 +94,14 @@ def rl_with_lr(lr):
 
 def method_policy(method, seed, lr=None):
     """The policy directory name of one (method, seed, lr) run, ``<method>_lr<lr>_s<seed>``; the default
-    RLMEC run (``policy/rlmec``) is reused for its own seed and learning rate."""
+    target's runs (``policy/rlmec``, ``policy/sft_gold``) are reused for their own seed and learning rate."""
     if method == "sft":
         return "sft"
     lr = method_lr(method) if lr is None else float(lr)
     if method == "rlmec" and int(seed) == config["seed"] and lr == float(config["rl"]["train"]["lr"]):
         return "rlmec"
+    if method == "sft_gold" and int(seed) == config["seed"] and lr == method_lr("sft_gold"):
+        return "sft_gold"
     return f"{method}_lr{lr_tag(lr)}_s{seed}"
 
 
@@ -137,10 +140,19 @@ def compare_run_files():
     ]
 
 
+SUMMARY_FIRST = ("sft", "sft_gold", "rlmec")  # the starting policy, more SFT on gold data, the method
+
+
 def print_summary():
-    """Print the accuracy of every evaluated policy (called on success)."""
+    """Print the accuracy of every evaluated policy (called on success): the default target's three first."""
     rows = []
-    for path in sorted(Path(RESULTS, "eval").glob("*/*/metrics.json")):
+
+    def order(path):
+        policy, split = path.parts[-3], path.parts[-2]
+        first = SUMMARY_FIRST.index(policy) if policy in SUMMARY_FIRST else len(SUMMARY_FIRST)
+        return first, policy, SPLITS.index(split) if split in SPLITS else len(SPLITS), split
+
+    for path in sorted(Path(RESULTS, "eval").glob("*/*/metrics.json"), key=order):
         m = json.loads(path.read_text())
         policy, split = path.parts[-3], path.parts[-2]
         rows.append(

@@ -1,6 +1,7 @@
 rule policy_bootstrap:
     input:
         train=f"{DATA}/train.parquet",
+        validation=f"{DATA}/validation.parquet",  # in-training validation (policy.bootstrap.validation)
     output:
         model=directory(f"{RESULTS}/policy/sft"),
         metrics=f"{RESULTS}/train_logs/policy_sft.jsonl",

@@ -2,7 +2,7 @@ rule report:
     input:
         eval=expand(
             f"{RESULTS}/eval/{{policy}}/{{split}}/metrics.json",
-            policy=["sft", "rlmec"],
+            policy=["sft", "sft_gold", "rlmec"],
             split=config["evaluate"]["splits"],
         ),
         grm_quality=f"{RESULTS}/grm/quality.json",
@@ -12,6 +12,7 @@ rule report:
         train_logs=[
             *([f"{RESULTS}/train_logs/policy_sft.jsonl"] if BOOTSTRAP else []),
             f"{RESULTS}/train_logs/grm.jsonl",
+            f"{RESULTS}/train_logs/sft_gold.jsonl",
             f"{RESULTS}/train_logs/rl.jsonl",
         ],
         token_rewards=f"{RESULTS}/label/token_rewards.parquet",

@@ -25,3 +25,56 @@ rule rl:
         "../../environment.yml"
     script:
         "../scripts/rl.py"
+
+
+# The strongest simple baseline, in the default target: more SFT of the starting policy on the gold reference
+# solutions of the problems the RL draw covers, with rl.train's optimizer, epochs and batch and the learning
+# rate chosen on the validation split (compare.lr.sft_gold). `policy/sft_gold` is the run of the config's seed
+# at that lr; the comparison's other seeds and the sweep's lrs are `policy/sft_gold_lr<lr>_s<seed>`.
+def sft_gold_run(wildcards):
+    """(lr, seed, name) of an sft_gold run: from its wildcards, or the default target's run."""
+    if hasattr(wildcards, "lr"):
+        return float(wildcards.lr), int(wildcards.seed), f"sft_gold_lr{wildcards.lr}_s{wildcards.seed}"
+    return method_lr("sft_gold"), config["seed"], "sft_gold"
+
+
+rule sft_gold:
+    input:
+        data=f"{DATA}/{SAMPLE['split']}.parquet",
+        policy=policy_requirement("sft"),
+    output:
+        model=directory(f"{RESULTS}/policy/sft_gold"),
+        metrics=f"{RESULTS}/train_logs/sft_gold.jsonl",
+    params:
+        policy=lambda wc: policy_dir("sft"),
+        draw=canonical(SAMPLE["draws"][GRM["rewrite_draw"]]),
+        adapter=TASK["adapter"],
+        prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
+        train=lambda wc: rl_with_lr(sft_gold_run(wc)[0])["train"],
+        seed=lambda wc: sft_gold_run(wc)[1],
+        trust_remote_code=config["engine"]["trust_remote_code"],
+        checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/{sft_gold_run(wc)[2]}",
+    log:
+        f"{LOGS}/sft_gold.log",
+    benchmark:
+        f"{BENCH}/sft_gold.tsv"
+    threads: workflow.cores
+    resources:
+        **group_resources("train"),
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/sft_gold.py"
+
+
+use rule sft_gold as method_sft_gold with:
+    output:
+        model=directory(f"{RESULTS}/policy/sft_gold_lr{{lr}}_s{{seed}}"),
+        metrics=f"{RESULTS}/train_logs/sft_gold_lr{{lr}}_s{{seed}}.jsonl",
+    wildcard_constraints:
+        lr=LR_PATTERN,
+        seed=r"\d+",
+    log:
+        f"{LOGS}/method_rl/sft_gold_lr{{lr}}_s{{seed}}.log",
+    benchmark:
+        f"{BENCH}/method_rl/sft_gold_lr{{lr}}_s{{seed}}.tsv"
