@@ -106,7 +106,7 @@ def _rows(schema: Mapping[str, Any], defs: Mapping[str, Any], prefix: str) -> li
         default = "" if sub.get("type") == "object" else f"`{json.dumps(sub.get('default'))}`"
         desc = " ".join(str(sub.get("description", "")).split())
         rows.append((path, type_s, default, desc))
-        if sub.get("type") == "object":
+        if sub.get("type") == "object" or "properties" in sub:  # nullable objects too
             rows.extend(_rows(sub, defs, path + "."))
     return rows
 

@@ -135,3 +135,38 @@ def test_tiny_arch_rejects_head_sizes_vllm_cannot_run():
     with pytest.raises(ValueError, match="divisible"):
         TinyArch(hidden_size=100, num_attention_heads=3, num_key_value_heads=3)
     TinyArch(hidden_size=64, num_attention_heads=2, num_key_value_heads=1)
+
+
+def test_a_hard_tier_takes_its_share_of_every_split():
+    from dataclasses import replace as dc_replace
+
+    from rlmec_core.tasks.arith import Tier
+
+    # start values >= 70 (the main spec's values stay <= 60): every problem shows its tier
+    hard = dc_replace(SPEC, operators=("+", "-", "*"), mul_max=9, max_value=999, operand_min=70, operand_max=99)
+    tier = Tier(share=0.4, spec=hard)
+    sizes = {"test": 200, "validation": 50, "train": 500}
+    splits = generate_splits(sizes, 3, SPEC, tier=tier)
+    assert splits == generate_splits(sizes, 3, SPEC, tier=tier)  # seeded
+    chains = {name: {repr(parse_question(p.question)) for p in probs} for name, probs in splits.items()}
+    assert not chains["test"] & chains["train"] and not chains["validation"] & chains["train"]
+    for name, probs in splits.items():
+        assert [p.id for p in probs] == [f"arith-{name}-{k:06d}" for k in range(sizes[name])]
+        is_hard = [parse_question(p.question)[0] >= 70 for p in probs]
+        assert sum(is_hard) == round(0.4 * sizes[name])
+        assert 0 < sum(is_hard[: len(probs) // 2]) < sum(is_hard)  # mixed, not appended
+    with pytest.raises(ValueError, match="share"):
+        Tier(share=1.0, spec=hard)
+
+
+def test_hard_tier_from_config_overrides_the_main_spec():
+    from rlmec_core.errors import ConfigError
+    from rlmec_core.stages.data import hard_tier
+
+    synth = {"max_value": 60, "operand_max": 20, "operators": ["+", "-"], "hard": {"share": 0.5, "max_value": 999}}
+    tier = hard_tier(synth)
+    assert tier.share == 0.5 and tier.spec.max_value == 999 and tier.spec.operand_max == 20
+    assert tier.spec.operators == ("+", "-")
+    assert hard_tier({"max_value": 60}) is None and hard_tier({"hard": None}) is None
+    with pytest.raises(ConfigError, match="task.synth.hard"):
+        hard_tier({"max_value": 60, "operand_max": 20, "hard": {"share": 0.5, "max_value": 10}})

@@ -21,23 +21,38 @@ from rlmec_core.errors import ConfigError, DataError
 from rlmec_core.io import read_parquet, write_json_atomic, write_parquet
 from rlmec_core.schemas import PROBLEMS
 from rlmec_core.tasks import Problem, get_adapter
-from rlmec_core.tasks.arith import ArithSpec, generate_problems, generate_splits
+from rlmec_core.tasks.arith import ArithSpec, Tier, generate_problems, generate_splits
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 
 
-def arith_spec(synth: Mapping[str, Any]) -> ArithSpec:
-    """The generator spec from config ``task.synth`` (split sizes are not part of it)."""
-    keys = ("min_steps", "max_steps", "operand_min", "operand_max", "mul_max", "max_value")
-    kwargs: dict[str, Any] = {k: synth[k] for k in keys if k in synth}
-    if "operators" in synth:
-        kwargs["operators"] = tuple(synth["operators"])
+SPEC_KEYS = ("min_steps", "max_steps", "operand_min", "operand_max", "mul_max", "max_value", "operators")
+
+
+def arith_spec(synth: Mapping[str, Any], where: str = "task.synth") -> ArithSpec:
+    """The generator spec from config ``task.synth`` (split sizes and the hard tier are not part of it)."""
+    kwargs: dict[str, Any] = {k: synth[k] for k in SPEC_KEYS if k in synth}
+    if "operators" in kwargs:
+        kwargs["operators"] = tuple(kwargs["operators"])
     try:
         return ArithSpec(**kwargs)
     except ValueError as exc:
-        raise ConfigError(f"task.synth: {exc}") from exc
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def hard_tier(synth: Mapping[str, Any]) -> Tier | None:
+    """The second kind of problem of ``task.synth.hard`` (its keys override the main spec's), or None."""
+    hard = synth.get("hard")
+    if not hard:
+        return None
+    spec = arith_spec({**{k: synth[k] for k in SPEC_KEYS if k in synth}, **{k: v for k, v in hard.items() if k != "share"}},
+                      "task.synth.hard")
+    try:
+        return Tier(share=float(hard["share"]), spec=spec)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"task.synth.hard.share: {exc}") from exc
 
 
 def synthesize(n: int, seed: int, synth: Mapping[str, Any], *, split: str = "test", prefix: str = "arith") -> list[Problem]:
@@ -91,7 +106,7 @@ def build_splits(task: Mapping[str, Any], seed: int) -> dict[str, list[Problem]]
         spec = arith_spec(synth)
         sizes = {"test": synth["n_test"], "validation": synth["n_validation"], "train": synth["n_train"]}
         try:
-            return generate_splits(sizes, seed, spec, prefix=name)
+            return generate_splits(sizes, seed, spec, prefix=name, tier=hard_tier(synth))
         except ValueError as exc:
             raise ConfigError(f"task.synth: {exc}") from exc
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rlmec_core.errors import DataError
@@ -286,13 +286,54 @@ def generate_problems(
     return problems
 
 
-def generate_splits(sizes: dict[str, int], seed: int, spec: ArithSpec, *, prefix: str = "arith") -> dict[str, list[Problem]]:
-    """Disjoint splits: drawn in the order given (put test first), each with its own derived seed."""
+@dataclass(frozen=True)
+class Tier:
+    """A second kind of problem mixed into every split: ``share`` of each split is drawn from ``spec``."""
+
+    share: float
+    spec: ArithSpec
+
+    def __post_init__(self) -> None:
+        if not 0 < self.share < 1:
+            raise ValueError(f"a tier's share must be in (0, 1), got {self.share}")
+
+
+def generate_splits(sizes: dict[str, int], seed: int, spec: ArithSpec, *, prefix: str = "arith",
+                    tier: Tier | None = None) -> dict[str, list[Problem]]:
+    """Disjoint splits: drawn in the order given (put test first), each with its own derived seed.
+
+    With ``tier``, ``round(tier.share * n)`` problems of every split come from ``tier.spec`` and the rest from
+    ``spec``, in a seeded random order (ids are numbered in that order); no arithmetic chain repeats across
+    splits or tiers.
+    """
     seen: set[tuple[int, tuple[tuple[str, int], ...]]] = set()
-    return {
-        split: generate_problems(n, seed * 1000 + i, spec, split=split, prefix=prefix, exclude=seen)
-        for i, (split, n) in enumerate(sizes.items())
-    }
+    splits: dict[str, list[Problem]] = {}
+    for i, (split, n) in enumerate(sizes.items()):
+        split_seed = seed * 1000 + i
+        if tier is None:
+            splits[split] = generate_problems(n, split_seed, spec, split=split, prefix=prefix, exclude=seen)
+            continue
+        n_tier = int(round(tier.share * n))
+        mixed = (generate_problems(n - n_tier, split_seed, spec, split=split, prefix=prefix, exclude=seen)
+                 + generate_problems(n_tier, split_seed + 500, tier.spec, split=split, prefix=prefix, exclude=seen))
+        random.Random(split_seed).shuffle(mixed)
+        splits[split] = [replace(p, id=f"{prefix}-{split}-{k:06d}") for k, p in enumerate(mixed)]
+    return splits
+
+
+def within_spec(question: str, spec: ArithSpec) -> bool:
+    """Whether the problem of ``question`` is one ``spec`` can make: its operators, operands and every value
+    within the spec's ranges (a problem of a harder tier can still be within the main spec by chance)."""
+    start, ops = parse_question(question)
+    if not spec.operand_min <= start <= spec.operand_max:
+        return False
+    for step in solve(start, ops):
+        if step.op not in spec.operators or not 0 <= step.result <= spec.max_value:
+            return False
+        lo, hi = (spec.operand_min, spec.operand_max) if step.op in "+-" else (2, spec.mul_max)
+        if not lo <= step.operand <= hi:
+            return False
+    return True
 
 
 class ArithTask(MathTask):
