@@ -60,6 +60,29 @@ def mean_wrong_steps(predictions_path: str | Path, questions: Mapping[str, str])
     return float(np.mean(counts)) if counts else None
 
 
+def kind_accuracy(predictions_path: str | Path, kinds: Mapping[str, str]) -> dict[str, float]:
+    """Greedy accuracy per kind of problem (``kinds``: problem id -> kind, e.g. the demo's main and hard
+    problems), from a run's test predictions; problems without a kind are left out."""
+    rows = read_parquet(predictions_path, SAMPLES).select(["problem_id", "correct"]).to_pylist()
+    by: dict[str, list[bool]] = {}
+    for r in rows:
+        if r["problem_id"] in kinds:
+            by.setdefault(kinds[r["problem_id"]], []).append(bool(r["correct"]))
+    return {kind: sum(v) / len(v) for kind, v in sorted(by.items())}
+
+
+def demo_kinds(test_problems: str | Path, synth: Mapping[str, Any]) -> dict[str, str]:
+    """``{problem id: "main" | "hard"}`` of a demo test split with a hard tier (config ``task.synth.hard``):
+    "main" when the problem is within the main spec; empty when there is no hard tier."""
+    from rlmec_core.stages.data import arith_spec, load_problems
+    from rlmec_core.tasks.arith import within_spec
+
+    if not synth.get("hard"):
+        return {}
+    spec = arith_spec(synth)
+    return {p.id: "main" if within_spec(p.question, spec) else "hard" for p in load_problems(test_problems)}
+
+
 def _stats(values: Sequence[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=float)
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
@@ -126,15 +149,18 @@ def _sweep_markdown(summary: Mapping[str, Any]) -> str:
 
 def build_comparison(runs: Sequence[Mapping[str, Any]], *, test_problems: str | Path, out_md: str | Path,
                      out_json: str | Path, out_png: str | Path,
-                     rl_cfg: Mapping[str, Any] | None = None, sweep_json: str | Path | None = None) -> dict[str, Any]:
+                     rl_cfg: Mapping[str, Any] | None = None, sweep_json: str | Path | None = None,
+                     synth: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``runs``: dicts with ``method``, ``seed``, ``policy`` (its name), ``model`` (its directory, with
     ``rlmec_model.json`` for trained methods), ``metrics`` ({split: metrics.json}, ``test`` included),
     ``predictions`` (its greedy test predictions) and optionally ``lr`` (its peak learning rate);
     ``test_problems``: the test split's problems; ``sweep_json``: the output of :func:`build_sweep`, whose
-    table is appended to the Markdown."""
+    table is appended to the Markdown; ``synth``: the demo's ``task.synth``, for test accuracy per kind of
+    problem when it has a hard tier (:func:`demo_kinds`)."""
     from rlmec_core.stages.data import load_problems
 
     questions = {p.id: p.question for p in load_problems(test_problems)}
+    kinds = demo_kinds(test_problems, synth) if synth else {}
     per_run = []
     wrong_cache: dict[str, float | None] = {}
     for run in runs:
@@ -151,6 +177,7 @@ def build_comparison(runs: Sequence[Mapping[str, Any]], *, test_problems: str | 
             "accuracy": {s: acc[s]["accuracy"] for s in acc}, "test_total": acc["test"]["total"],
             "wall_seconds": card.get("wall_seconds") or 0.0, "tokens": card.get("tokens_seen") or 0,
             "wrong_steps_per_solution": wrong_cache[policy], "lr": run.get("lr"),
+            "test_by_kind": kind_accuracy(run["predictions"], kinds) if kinds else {},
         })
     methods: dict[str, dict[str, Any]] = {}
     for name in dict.fromkeys(r["method"] for r in per_run):
@@ -168,6 +195,7 @@ def build_comparison(runs: Sequence[Mapping[str, Any]], *, test_problems: str | 
             "wall_seconds_mean": _stats([r["wall_seconds"] for r in rs])[0],
             "tokens_mean": _stats([r["tokens"] for r in rs])[0],
             "wrong_steps_per_solution": float(np.mean(ws)) if ws else None,
+            "test_by_kind": {k: _stats([r["test_by_kind"][k] for r in rs])[0] for k in rs[0]["test_by_kind"]},
         }
     attribution = []
     for question, a, b in ATTRIBUTION:
@@ -221,6 +249,7 @@ def _pct(x: float | None) -> str:
 
 COMPARISON_HEAD = ("method", "seeds", "lr", "test accuracy % (mean +- std)", "validation %", "train wall s",
                    "tokens processed", "wrong steps / solution", "RLMEC - method (pp)")
+KIND_HEAD = "test % by kind of problem"
 
 
 def comparison_intro(summary: Mapping[str, Any]) -> str:
@@ -252,6 +281,8 @@ def comparison_rows(summary: Mapping[str, Any]) -> tuple[list[list[str]], str]:
         rows.append([name, str(len(m["seeds"])), lr, f"{_pct(m['test_mean'])} +- {100 * m['test_std']:.1f}",
                      _pct(m["validation_mean"]), f"{m['wall_seconds_mean']:.0f}", f"{m['tokens_mean']:,.0f}",
                      ws_text, vs])
+        if m.get("test_by_kind"):
+            rows[-1].append(", ".join(f"{k} {_pct(v)}" for k, v in m["test_by_kind"].items()))
     present = [k for k in verdict if k in INSTANCE_LEVEL]
     beats = summary["rlmec_beats_every_instance_level_method"]
     sentence = (f"RLMEC beats every instance-level method here ({', '.join(present) or 'none run'}) beyond noise: "
@@ -259,10 +290,17 @@ def comparison_rows(summary: Mapping[str, Any]) -> tuple[list[list[str]], str]:
     return rows, sentence
 
 
+def comparison_head(summary: Mapping[str, Any]) -> list[str]:
+    """The comparison table's head (with the per-kind column when the runs have kinds of problem)."""
+    by_kind = any(m.get("test_by_kind") for m in summary["methods"].values())
+    return [*COMPARISON_HEAD, *([KIND_HEAD] if by_kind else [])]
+
+
 def _markdown(summary: Mapping[str, Any]) -> str:
     rows, sentence = comparison_rows(summary)
+    head = comparison_head(summary)
     lines = ["# Methods compared on the same samples", "", comparison_intro(summary), "",
-             "| " + " | ".join(COMPARISON_HEAD) + " |", "|" + " --- |" * len(COMPARISON_HEAD)]
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     lines += ["| " + " | ".join([f"`{r[0]}`", *r[1:]]) + " |" for r in rows]
     lines += ["", f"**{sentence}** (Difference > 1.96 standard errors; see rlmec_core/compare.py.)", ""]
     attribution = attribution_lines(summary)

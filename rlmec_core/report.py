@@ -748,16 +748,17 @@ def build_report(
 def _comparison_section(summary: Mapping[str, Any], chart: bytes | None, path: PathLike | None,
                         chart_path: PathLike | None, out_md: Path) -> tuple[str, str]:
     """The methods table of the comparison (issue 7), its verdict, chart and learning-rate sweep."""
-    from rlmec_core.compare import COMPARISON_HEAD, attribution_lines, comparison_intro, comparison_rows, sweep_table
+    from rlmec_core.compare import attribution_lines, comparison_head, comparison_intro, comparison_rows, sweep_table
 
     try:
         rows, sentence = comparison_rows(summary)
+        head = comparison_head(summary)
         intro = comparison_intro(summary)
         attribution = attribution_lines(summary)
     except (KeyError, TypeError) as exc:
         raise DataError(f"{path}: malformed comparison table ({exc!r})") from exc
-    h = [f"<p>{_esc(intro)}</p>", _html_table(COMPARISON_HEAD, rows, numeric_from=1), f"<p><b>{_esc(sentence)}</b></p>"]
-    md = [intro, _md_table(COMPARISON_HEAD, rows), f"**{sentence}**"]
+    h = [f"<p>{_esc(intro)}</p>", _html_table(head, rows, numeric_from=1), f"<p><b>{_esc(sentence)}</b></p>"]
+    md = [intro, _md_table(head, rows), f"**{sentence}**"]
     if attribution:
         h += ["<h3>Where the difference comes from</h3>",
               "<ul>" + "".join("<li>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", _esc(line)) + "</li>"

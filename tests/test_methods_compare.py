@@ -6,6 +6,7 @@ import math
 import json
 
 import pyarrow as pa
+import pyarrow.parquet  # noqa: F401  (pa.parquet)
 import pytest
 
 from rlmec_core.compare import build_comparison, build_sweep, mean_wrong_steps
@@ -205,3 +206,30 @@ def test_attribution_pairs_differ_in_exactly_one_part():
         assert len(changed) == 1, f"{question}: {a} vs {b} differ in {changed}"
     granularity = [(a, b) for q, a, b in ATTRIBUTION if "reward per sample" in q]
     assert granularity == [("rlmec", "instance_rl"), ("rlmec_no_imitation", "instance_rl_no_imitation")]
+
+
+def test_test_accuracy_per_kind_of_problem(tmp_path):
+    """With a hard tier (task.synth.hard), the table adds accuracy on problems within the main spec and beyond it."""
+    from rlmec_core.tasks.arith import Tier, generate_splits, within_spec
+
+    main = ArithSpec()
+    hard = ArithSpec(operators=("+", "-", "*"), mul_max=9, max_value=999, operand_min=70, operand_max=99)
+    problems = generate_splits({"test": 8}, 0, main, tier=Tier(0.5, hard))["test"]
+    write_parquet(problems_table(problems), tmp_path / "test.parquet", PROBLEMS)
+    is_main = [within_spec(p.question, main) for p in problems]
+    assert sum(is_main) == 4 and not within_spec(problems[is_main.index(False)].question, main)
+    run = _run(tmp_path, problems, "sft0", 0.5, 0.5, [p.reference_solution for p in problems])
+    rows = pa.Table.from_pylist([{**r, "correct": ok} for r, ok in zip(
+        pa.parquet.read_table(run["predictions"]).to_pylist(), is_main, strict=True)], schema=SAMPLES)
+    write_parquet(rows, run["predictions"], SAMPLES)  # every main problem right, every hard one wrong
+    synth = {"max_value": 60, "operand_max": 20, "hard": {"share": 0.5, "operand_min": 70}}
+    out = build_comparison([{"method": "sft", "seed": 0, **run}], test_problems=tmp_path / "test.parquet",
+                           out_md=tmp_path / "t.md", out_json=tmp_path / "t.json", out_png=tmp_path / "c.png",
+                           synth=synth)
+    assert out["methods"]["sft"]["test_by_kind"] == {"hard": 0.0, "main": 1.0}
+    md = (tmp_path / "t.md").read_text()
+    assert "test % by kind of problem |" in md and "| hard 0.0, main 100.0 |" in md
+    plain = build_comparison([{"method": "sft", "seed": 0, **run}], test_problems=tmp_path / "test.parquet",
+                             out_md=tmp_path / "u.md", out_json=tmp_path / "u.json", out_png=tmp_path / "u.png",
+                             synth={"max_value": 60})  # no hard tier: no column
+    assert plain["methods"]["sft"]["test_by_kind"] == {} and "by kind" not in (tmp_path / "u.md").read_text()

@@ -159,6 +159,7 @@ rule compare_table:
         runs=compare_run_files(),
         adapter=TASK["adapter"],
         rl=canonical(config["rl"]),
+        synth=canonical(TASK["synth"]) if TASK["adapter"] == "arith" else {},  # test accuracy per kind of problem
     log:
         f"{LOGS}/compare.log",
     benchmark:
