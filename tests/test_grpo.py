@@ -31,7 +31,7 @@ def test_grpo_trains_the_policy_on_the_draw(demo_policy, demo_task, tmp_path):
     assert saved["prompt_template"] == "Question: {question}\nAnswer:\n"
     records = [json.loads(line) for line in (tmp_path / "grpo.jsonl").read_text().splitlines()]
     assert records and all("reward" in r for r in records if "loss" in r)
-    with pytest.raises(DataError, match="selects no problem"):
+    with pytest.raises(DataError, match="no problems in the range first=1000000"):
         grpo_update(demo_task["train"], demo_policy, tmp_path / "none", adapter_name="arith", prompt_template=None,
                     draw={"first": 10**6, "problems": 8}, sample_cfg=SAMPLE, grpo_cfg=GRPO, seed=0,
                     checkpoint_dir=tmp_path / "c2", metrics_path=tmp_path / "m2.jsonl")

@@ -55,6 +55,12 @@ def test_smoke_pipeline_produces_every_artifact(smoke_run):
         assert table.num_rows > 0
     model = work / "results" / "smoke" / "policy" / "sft"
     assert (model / "model.safetensors").exists() and (model / "config.json").exists()
+    # the bootstrap validated as it trained (every epoch of 4) and kept the best evaluated checkpoint
+    boot_log = [json.loads(x) for x in (work / "results" / "smoke" / "train_logs" / "policy_sft.jsonl").read_text().splitlines()]
+    evaluated = [r for r in boot_log if "val_accuracy" in r]
+    card = json.loads((model / "rlmec_model.json").read_text())
+    assert len(evaluated) == card["evaluations"] == 4 and card["validation"]["problems"] == 40
+    assert card["saved_step"] == card["best_step"] and card["best_metric"] == max(r["val_accuracy"] for r in evaluated)
     preds = pq.read_table(work / "results" / "smoke" / "eval" / "sft" / "test" / "predictions.parquet")
     assert preds.schema.equals(SAMPLES)
     metrics = json.loads((work / "results" / "smoke" / "eval" / "sft" / "test" / "metrics.json").read_text())
@@ -87,16 +93,24 @@ def test_smoke_pipeline_produces_every_artifact(smoke_run):
     assert rl_log and {"loss_rl", "loss_ir", "clip_frac", "approx_kl", "grad_norm"} <= set(rl_log[-1])
     rl_eval = json.loads((work / "results" / "smoke" / "eval" / "rlmec" / "test" / "metrics.json").read_text())
     assert rl_eval["total"] == 60
+    # sft_gold: the starting policy trained on the gold solutions of the rl draw's 100 problems
+    gold_card = json.loads((work / "results" / "smoke" / "policy" / "sft_gold" / "rlmec_model.json").read_text())
+    assert gold_card["method"] == "sft_gold" and gold_card["train_examples"] == 100
+    assert gold_card["draw"] == {"first": 100, "problems": 100}
+    gold_eval = json.loads((work / "results" / "smoke" / "eval" / "sft_gold" / "test" / "metrics.json").read_text())
+    assert gold_eval["total"] == 60
     html = (work / "results" / "smoke" / "report.html").read_text()
     assert "RLMEC" in html and f"{100 * rl_eval['accuracy']:.1f}" in html
+    assert "SFT-gold" in html and f"{100 * gold_eval['accuracy']:.1f}" in html
     assert (work / "results" / "smoke" / "summary.md").exists()
     assert list((work / "results" / "smoke" / "report_figures").glob("*.png"))
     for rule in ("data", "policy_bootstrap", "evaluate/sft_test", "sample/sft_teacher", "teacher", "grm_data",
                  "grm_train", "grm_eval", "grm_rewrite", "sample/sft_rl", "label", "rl", "evaluate/rlmec_test",
-                 "report"):
+                 "sft_gold", "evaluate/sft_gold_test", "report"):
         assert (work / "results" / "smoke" / "logs" / f"{rule}.log").stat().st_size > 0
         assert (work / "results" / "smoke" / "benchmarks" / f"{rule}.tsv").exists()
-    assert "greedy accuracy" in proc.stdout + proc.stderr  # the onsuccess summary
+    summary = (proc.stdout + proc.stderr).split("greedy accuracy", 1)[1]  # the onsuccess summary
+    assert [line.split()[0] for line in summary.splitlines()[1:4]] == ["sft", "sft_gold", "rlmec"]
     assert not list(work.rglob("*.tmp"))  # no temporaries left behind
 
 
@@ -114,7 +128,7 @@ def test_changing_an_evaluation_setting_reruns_only_evaluation(smoke_run):
     (work / "changed.yaml").write_text(yaml.safe_dump(cfg))
     proc = snakemake(work, "--configfile", "changed.yaml", "-n")
     assert proc.returncode == 0, proc.stderr
-    assert planned_jobs(proc.stdout + proc.stderr) == {"evaluate": 2, "report": 1}  # sft and rlmec
+    assert planned_jobs(proc.stdout + proc.stderr) == {"evaluate": 3, "report": 1}  # sft, sft_gold and rlmec
 
 
 @pytest.mark.parametrize("key, value", [("clip_eps", 0.2), ("imitation_coef", 0.5), ("ratio_form", "ppo")])
@@ -164,17 +178,17 @@ def test_compare_target_runs_every_method_on_the_same_samples(smoke_run):
     plan = snakemake(work, "compare", "-n", "--configfile", "config/smoke.yaml")
     assert plan.returncode == 0, plan.stderr
     jobs = planned_jobs(plan.stdout + plan.stderr)
-    # 9 trained methods x 1 seed, the default RLMEC run reused; the teacher-rewrite ablation needs its own labels,
-    # the second round its own samples, GRM rewrites and labels; the lr sweep (instance_rl at 1e-3 = its compared
-    # run, and at 3e-4) adds one training run and two validation evaluations
-    assert jobs == {"label_teacher": 1, "method_rl": 7, "method_grpo": 1, "sample": 1, "grm_rewrite_round2": 1,
-                    "label_round2": 1, "method_round2": 1, "evaluate": 10, "compare_sweep": 1, "compare_table": 1,
+    # 11 trained methods x 1 seed, the default target's rlmec and sft_gold runs reused; the teacher-rewrite
+    # ablation needs its own labels, the second round its own samples, GRM rewrites and labels; the lr sweep
+    # (instance_rl at 1e-3 = its compared run, and at 3e-4) adds one training run and two validation evaluations
+    assert jobs == {"label_teacher": 1, "method_rl": 8, "method_grpo": 1, "sample": 1, "grm_rewrite_round2": 1,
+                    "label_round2": 1, "method_round2": 1, "evaluate": 11, "compare_sweep": 1, "compare_table": 1,
                     "report_compare": 1, "compare": 1}
     proc = snakemake(work, "compare", "--configfile", "config/smoke.yaml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     table = json.loads((work / "results" / "smoke" / "compare" / "table.json").read_text())
-    methods = ["sft", "rft", "instance_rl", "dpo", "grpo", "rlmec", "rlmec_no_imitation", "rlmec_imitation_only",
-               "rlmec_teacher_rewrites", "rlmec_2rounds"]
+    methods = ["sft", "sft_gold", "rft", "instance_rl", "instance_rl_no_imitation", "dpo", "grpo", "rlmec",
+               "rlmec_no_imitation", "rlmec_imitation_only", "rlmec_teacher_rewrites", "rlmec_2rounds"]
     assert set(table["methods"]) == set(methods)
     main_table = (work / "results" / "smoke" / "compare" / "table.md").read_text().split("## Learning rates")[0]
     rows = [line.split("`")[1] for line in main_table.splitlines() if line.startswith("| `")]
@@ -182,7 +196,8 @@ def test_compare_target_runs_every_method_on_the_same_samples(smoke_run):
     for name, m in table["methods"].items():
         assert 0.0 <= m["test_mean"] <= 1.0 and m["wrong_steps_per_solution"] is not None, name
     runs = {r["method"]: r for r in table["runs"]}
-    assert runs["rlmec"]["policy"] == "rlmec" and runs["rft"]["policy"] == "rft_lr0.0005_s0"
+    assert runs["rlmec"]["policy"] == "rlmec" and runs["sft_gold"]["policy"] == "sft_gold"
+    assert runs["instance_rl"]["policy"] == "instance_rl_lr0.001_s0"
     sweep = json.loads((work / "results" / "smoke" / "compare" / "sweep.json").read_text())["methods"]["instance_rl"]
     assert set(sweep["validation"]) == {"0.001", "0.0003"} and sweep["in_use"] == 1e-3
     assert sweep["policies"]["0.001"] == runs["instance_rl"]["policy"]  # the sweep's run is the compared run

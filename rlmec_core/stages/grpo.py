@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from rlmec_core.errors import DataError
 from rlmec_core.io import atomic_path
 from rlmec_core.sampling import check_model_weights, load_tokenizer
 from rlmec_core.stages.data import draw_problems, load_problems
@@ -83,8 +82,6 @@ def grpo_update(
     t0 = time.monotonic()
     adapter = get_adapter(adapter_name, prompt_template)
     problems = draw_problems(load_problems(problems_path), draw["first"], draw["problems"], problems_path)
-    if not problems:
-        raise DataError(f"{problems_path}: the draw {dict(draw)} selects no problem")
     data = Dataset.from_list([{"prompt": adapter.format_prompt(p.question), "answer": p.answer} for p in problems])
     check_model_weights(policy_dir)
     tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)

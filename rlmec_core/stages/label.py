@@ -258,6 +258,8 @@ def label_samples(
     wrong = [r for r in out_rows if not r["correct"]]
     right = [r for r in out_rows if r["correct"]]
     neg = sum(int((r["rewards"] < 0).sum()) for r in wrong)
+    # where the RL term's signal lies: |r_t| summed over correct vs wrong samples (the loss weighs tokens by r_t)
+    mass = {name: sum(float(np.abs(r["rewards"]).sum()) for r in rows) for name, rows in (("correct", right), ("wrong", wrong))}
     metrics = {
         **counts,
         "labelled": len(out_rows),
@@ -268,6 +270,10 @@ def label_samples(
         "mean_reward_correct": float(np.mean(np.concatenate([r["rewards"] for r in right]))) if right else None,
         "mean_reward_wrong": float(np.mean(np.concatenate([r["rewards"] for r in wrong]))) if wrong else None,
         "mean_edit_ratio_wrong": float(np.mean([r["edit_ratio"] for r in wrong])) if wrong else None,
+        "reward_mass_correct": mass["correct"],
+        "reward_mass_wrong": mass["wrong"],
+        "reward_mass_share_correct": mass["correct"] / (mass["correct"] + mass["wrong"])
+        if mass["correct"] + mass["wrong"] > 0 else None,
         "grm_score_seconds": grm_s,
         "policy_score_seconds": pol_s,
         # forward-pass throughput: prompt + solution tokens of both passes per second
