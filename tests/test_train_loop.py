@@ -44,8 +44,8 @@ class Crash(Exception):
     pass
 
 
-def run(tmp_path, name, settings, crash_at_call=None):
-    model = tiny_model()
+def crashing_loss(crash_at_call=None):
+    """``sft_loss`` that raises ``Crash`` at its ``crash_at_call``-th call (a job killed mid-step)."""
     calls = {"n": 0}
 
     def loss_fn(m, batch):
@@ -54,7 +54,12 @@ def run(tmp_path, name, settings, crash_at_call=None):
             raise Crash
         return sft_loss(m, batch)
 
-    result = train(model, dataset(), SFTCollator(0), loss_fn, settings,
+    return loss_fn
+
+
+def run(tmp_path, name, settings, crash_at_call=None):
+    model = tiny_model()
+    result = train(model, dataset(), SFTCollator(0), crashing_loss(crash_at_call), settings,
                    checkpoint_dir=tmp_path / name / "ckpt", metrics_path=tmp_path / name / "m.jsonl")
     return model, result
 
@@ -112,18 +117,11 @@ class Scripted:
 def run_validated(tmp_path, name, settings, validation, evaluate, crash_at_call=None):
     model = tiny_model()
     saved = {}
-    calls = {"n": 0}
-
-    def loss_fn(m, batch):
-        calls["n"] += 1
-        if crash_at_call is not None and calls["n"] == crash_at_call:
-            raise Crash
-        return sft_loss(m, batch)
 
     def save(unwrapped, state_dict, result):
         saved.update(state_dict=state_dict, result=result)
 
-    result = train(model, dataset(), SFTCollator(0), loss_fn, settings, checkpoint_dir=tmp_path / name / "ckpt",
+    result = train(model, dataset(), SFTCollator(0), crashing_loss(crash_at_call), settings, checkpoint_dir=tmp_path / name / "ckpt",
                    metrics_path=tmp_path / name / "m.jsonl", save_fn=save, validation=validation, evaluate_fn=evaluate)
     return result, saved
 
