@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from rlmec_core.errors import DataError
 from rlmec_core.tasks.answers import MathTask
@@ -340,6 +342,9 @@ class ArithTask(MathTask):
     """Adapter of the embedded demo task (numeric answers, one step per line)."""
 
     name = "arith"
+
+    def problem_from_record(self, record: Mapping[str, Any], where: str) -> Problem:
+        raise DataError(f"{where}: the arith task has no source files; its data are generated from config task.synth")
 
     def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
         raise DataError(

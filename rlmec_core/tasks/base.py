@@ -7,6 +7,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from rlmec_core.errors import DataError
@@ -58,7 +59,9 @@ class Judgement:
 class TaskAdapter(abc.ABC):
     """Everything task-specific that the pipeline needs, behind one interface.
 
-    Subclasses set ``name`` and implement ``extract_answer``, ``answers_match`` and ``load_source``.
+    Subclasses set ``name`` and implement ``extract_answer``, ``answers_match`` and ``problem_from_record``
+    (one source row to a ``Problem``); ``load_source`` reads a file through it. Prose tasks override
+    ``step_spans`` (how a solution is cut into steps).
     """
 
     name: ClassVar[str]
@@ -92,16 +95,67 @@ class TaskAdapter(abc.ABC):
         return self.judge(solution, gold_answer).correct
 
     # -- steps -----------------------------------------------------------------------------------
+    def step_spans(self, solution: str) -> list[tuple[int, int]]:
+        """Character spans ``[start, end)`` of a solution's steps, in order and disjoint: here each
+        non-blank line without its surrounding whitespace. Everything between two spans (newlines, blank
+        lines, indentation) is separator text that belongs to no step and is never edited."""
+        spans: list[tuple[int, int]] = []
+        pos = 0
+        for line in solution.splitlines(keepends=True):
+            stripped = line.strip()
+            if stripped:
+                start = pos + line.index(stripped[0])
+                spans.append((start, start + len(stripped)))
+            pos += len(line)
+        return spans
+
     def split_steps(self, solution: str) -> list[str]:
-        """A solution's steps: its non-blank lines, stripped of surrounding whitespace."""
-        return [line.strip() for line in solution.splitlines() if line.strip()]
+        """A solution's steps as texts (``step_spans`` cut out of ``solution``)."""
+        return [solution[a:b] for a, b in self.step_spans(solution)]
+
+    def kept_prefix(self, solution: str, n_steps: int) -> str:
+        """The raw text of ``solution`` before its step ``n_steps`` (0-based): the first ``n_steps`` steps
+        with every separator between them exactly as written, and the separator after the last kept step.
+        A minimal-edit rewrite is ``kept_prefix(prediction, k) + continuation``, so nothing before the
+        first wrong step changes, not even whitespace."""
+        spans = self.step_spans(solution)
+        if n_steps < 0 or n_steps > len(spans):
+            raise ValueError(f"n_steps={n_steps} outside 0..{len(spans)} (the solution has {len(spans)} steps)")
+        return solution[: spans[n_steps][0]] if n_steps < len(spans) else solution
+
+    def step_separator(self, solution: str) -> str:
+        """The separator a continuation's steps are joined with: the first one ``solution`` uses between
+        two steps (``"\n"`` when it has fewer than two)."""
+        spans = self.step_spans(solution)
+        if len(spans) >= 2:
+            sep = solution[spans[0][1]: spans[1][0]]
+            if sep.strip() == "" and sep:
+                return sep
+        return "\n"
 
 
     # -- data ------------------------------------------------------------------------------------
     @abc.abstractmethod
-    def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
-        """Read a source file of this task family into problems.
+    def problem_from_record(self, record: Mapping[str, Any], where: str) -> Problem:
+        """One source row (a mapping of the family's field names) as a ``Problem``; its ``id`` is a
+        placeholder that the loader replaces.
 
-        Raises ``rlmec_core.errors.DataError`` naming the file and line (or record) of a malformed row:
-        bad JSON, a missing field, an empty question or an answer that does not parse.
+        Raises ``rlmec_core.errors.DataError`` starting with ``where`` (file and line, or data set and
+        row) for a malformed row: a missing field, an empty question or an answer that does not parse.
         """
+
+    def problems_from_records(self, records: Iterable[tuple[str, Mapping[str, Any]]], *, split: str) -> list[Problem]:
+        """``problem_from_record`` of every ``(where, record)``; ids ``{name}-{split}-{row:06d}`` (0-based)."""
+        problems: list[Problem] = []
+        for where, record in records:
+            p = self.problem_from_record(record, where)
+            problems.append(Problem(id=f"{self.name}-{split}-{len(problems):06d}", question=p.question,
+                                    reference_solution=p.reference_solution, answer=p.answer, task=p.task))
+        return problems
+
+    def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
+        """Read a JSON Lines source file of this task family into problems (``problem_from_record`` of each
+        line; errors name ``file:line``)."""
+        from rlmec_core.io import iter_jsonl
+
+        return self.problems_from_records(((f"{path}:{n}", obj) for n, obj in iter_jsonl(path)), split=split)

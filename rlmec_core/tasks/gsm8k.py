@@ -7,10 +7,10 @@ step per line with ``<<48/2=24>>`` calculator notes, ending in a line ``#### 72`
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
 from rlmec_core.errors import DataError
-from rlmec_core.io import iter_jsonl
 from rlmec_core.tasks.answers import MathTask, parse_gold
 from rlmec_core.tasks.base import Problem, require_text
 
@@ -40,30 +40,19 @@ class GSM8KTask(MathTask):
 
     name = "gsm8k"
 
-    def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
-        """Read a GSM8K JSON Lines file; ids are ``gsm8k-{split}-{row:06d}`` (0-based row).
+    def problem_from_record(self, record: Mapping[str, Any], where: str) -> Problem:
+        """A GSM8K row ``{"question", "answer"}``: the answer is the rationale ending ``#### N``.
 
-        Raises ``DataError`` naming ``file:line`` for bad JSON, a missing or non-string field, an empty
-        question, an answer without ``####`` or one whose final answer is not a number.
+        Raises ``DataError`` naming ``where`` for a missing or non-string field, an empty question, an
+        answer without ``####`` or one whose final answer is not a number.
         """
-        problems: list[Problem] = []
-        for lineno, obj in iter_jsonl(path):
-            where = f"{path}:{lineno}"
-            question = require_text(obj, "question", where).strip()
-            answer_text = require_text(obj, "answer", where)
-            if "####" not in answer_text:
-                raise DataError(f"{where}: answer has no '#### <final answer>' line")
-            rationale, raw_gold = answer_text.rsplit("####", 1)
-            gold = gsm8k_gold_answer(raw_gold)
-            if gold is None or not parse_gold(gold):
-                raise DataError(f"{where}: final answer {raw_gold.strip()!r} after '####' is not a number")
-            problems.append(
-                Problem(
-                    id=f"{self.name}-{split}-{len(problems):06d}",
-                    question=question,
-                    reference_solution=gsm8k_reference_solution(rationale, gold),
-                    answer=gold,
-                    task=self.name,
-                )
-            )
-        return problems
+        question = require_text(record, "question", where).strip()
+        answer_text = require_text(record, "answer", where)
+        if "####" not in answer_text:
+            raise DataError(f"{where}: answer has no '#### <final answer>' line")
+        rationale, raw_gold = answer_text.rsplit("####", 1)
+        gold = gsm8k_gold_answer(raw_gold)
+        if gold is None or not parse_gold(gold):
+            raise DataError(f"{where}: final answer {raw_gold.strip()!r} after '####' is not a number")
+        return Problem(id="", question=question, reference_solution=gsm8k_reference_solution(rationale, gold),
+                       answer=gold, task=self.name)

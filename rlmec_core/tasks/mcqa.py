@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
 from rlmec_core.errors import DataError
-from rlmec_core.io import iter_jsonl
 from rlmec_core.tasks.base import Problem, TaskAdapter, require_text
 
 _ANSWER_IS = re.compile(r"the answer is", re.IGNORECASE)
@@ -65,36 +65,24 @@ class MCQATask(TaskAdapter):
         """The options listed in a question (see the module-level ``options``)."""
         return options(question)
 
-    def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
-        """Read an RLMEC-format multiple-choice JSON Lines file; ids are ``mcqa-{split}-{row:06d}``.
+    def problem_from_record(self, record: Mapping[str, Any], where: str) -> Problem:
+        """An RLMEC-format multiple-choice row ``{"problem", "solution", "answer"}``.
 
         question = ``problem`` as is; reference solution = ``solution``; answer = the gold option as
-        written in the option list. Raises ``DataError`` naming ``file:line`` for bad JSON, a missing,
-        mistyped or empty field, a problem without a question or options, or a gold answer that is not
-        one of the options.
+        written in the option list. Raises ``DataError`` naming ``where`` for a missing, mistyped or empty
+        field, a problem without a question or options, or a gold answer that is not one of the options.
         """
-        problems: list[Problem] = []
-        for lineno, obj in iter_jsonl(path):
-            where = f"{path}:{lineno}"
-            question = require_text(obj, "problem", where)
-            opts = options(question)
-            stem = re.split(r"^\s*Options:\s*$", question, flags=re.MULTILINE | re.IGNORECASE)[0]
-            if not stem.strip():
-                raise DataError(f"{where}: empty question")
-            if not opts:
-                raise DataError(f"{where}: problem has no 'Options:' line followed by options")
-            solution = require_text(obj, "solution", where)
-            gold = require_text(obj, "answer", where)
-            by_norm = {normalize_option(o): o for o in opts}
-            if normalize_option(gold) not in by_norm:
-                raise DataError(f"{where}: gold answer {gold!r} is not one of the options {opts}")
-            problems.append(
-                Problem(
-                    id=f"{self.name}-{split}-{len(problems):06d}",
-                    question=question,
-                    reference_solution=solution,
-                    answer=by_norm[normalize_option(gold)],
-                    task=self.name,
-                )
-            )
-        return problems
+        question = require_text(record, "problem", where)
+        opts = options(question)
+        stem = re.split(r"^\s*Options:\s*$", question, flags=re.MULTILINE | re.IGNORECASE)[0]
+        if not stem.strip():
+            raise DataError(f"{where}: empty question")
+        if not opts:
+            raise DataError(f"{where}: problem has no 'Options:' line followed by options")
+        solution = require_text(record, "solution", where)
+        gold = require_text(record, "answer", where)
+        by_norm = {normalize_option(o): o for o in opts}
+        if normalize_option(gold) not in by_norm:
+            raise DataError(f"{where}: gold answer {gold!r} is not one of the options {opts}")
+        return Problem(id="", question=question, reference_solution=solution,
+                       answer=by_norm[normalize_option(gold)], task=self.name)

@@ -7,7 +7,9 @@ The source is one JSON list of records ``{"ID", "Body", "Question", "Equation", 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from rlmec_core.errors import DataError
 from rlmec_core.io import read_json
@@ -26,38 +28,31 @@ class SVAMPTask(MathTask):
 
     name = "svamp"
 
-    def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
-        """Read a SVAMP JSON file; ids are ``svamp-{split}-{record:06d}`` (0-based record index).
+    def problem_from_record(self, record: Mapping[str, Any], where: str) -> Problem:
+        """A SVAMP record ``{"ID", "Body", "Question", "Equation", "Answer"}``.
 
         question = ``Body + " " + Question`` with whitespace collapsed; reference solution = the line
         ``<Equation> = <Answer>`` then ``The answer is <Answer>``; answer = ``Answer`` without a trailing
-        ``.0`` when integral. Raises ``DataError`` naming the file and the record (index and ``ID``) for
-        a missing or mistyped field, an empty ``Question`` or ``Equation`` or a non-numeric answer.
+        ``.0`` when integral. Raises ``DataError`` naming ``where`` (and the record's ``ID``) for a missing
+        or mistyped field, an empty ``Question`` or ``Equation`` or a non-numeric answer.
         """
+        if not isinstance(record, Mapping):
+            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        where += f" (ID {record.get('ID')!r})"
+        body = " ".join(require_text(record, "Body", where, allow_empty=True).split())
+        asked = " ".join(require_text(record, "Question", where).split())
+        question = f"{body} {asked}".strip()
+        equation = " ".join(require_text(record, "Equation", where).split())
+        raw = record.get("Answer")
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            raise DataError(f"{where}: Answer must be a finite number, got {raw!r}")
+        answer = format_number(raw)
+        return Problem(id="", question=question, reference_solution=f"{equation} = {answer}\nThe answer is {answer}",
+                       answer=answer, task=self.name)
+
+    def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
+        """Read a SVAMP JSON file (one list of records); errors name the file and ``record <index>``."""
         data = read_json(path)
         if not isinstance(data, list):
             raise DataError(f"{path}: expected a JSON list of SVAMP records, got {type(data).__name__}")
-        problems: list[Problem] = []
-        for index, record in enumerate(data):
-            where = f"{path}: record {index}"
-            if not isinstance(record, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            where += f" (ID {record.get('ID')!r})"
-            body = " ".join(require_text(record, "Body", where, allow_empty=True).split())
-            asked = " ".join(require_text(record, "Question", where).split())
-            question = f"{body} {asked}".strip()
-            equation = " ".join(require_text(record, "Equation", where).split())
-            raw = record.get("Answer")
-            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
-                raise DataError(f"{where}: Answer must be a finite number, got {raw!r}")
-            answer = format_number(raw)
-            problems.append(
-                Problem(
-                    id=f"{self.name}-{split}-{index:06d}",
-                    question=question,
-                    reference_solution=f"{equation} = {answer}\nThe answer is {answer}",
-                    answer=answer,
-                    task=self.name,
-                )
-            )
-        return problems
+        return self.problems_from_records(((f"{path}: record {i}", r) for i, r in enumerate(data)), split=split)
