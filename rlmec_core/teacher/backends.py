@@ -107,6 +107,32 @@ def _retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 
 _RETRYABLE_STATUS = {408, 409, 425, 429}
+# Authentication failures: providers may quote (part of) the key in the message, so it is never kept.
+_QUIET_STATUS = {401, 403}
+_MAX_SERVER_MESSAGE = 300
+
+
+def _server_message(body: object) -> str | None:
+    """The explanation in an error body, whitespace collapsed and cut to a few hundred characters.
+
+    Handles OpenAI's (already unwrapped by the client) ``{"message": ...}``, Anthropic's
+    ``{"error": {"message": ...}}``, ``{"error": "..."}``, FastAPI's ``{"detail": ...}`` and plain text.
+    A vLLM server explains its 400s here (no chat template, prompt longer than ``--max-model-len``,
+    ``max_tokens`` too large) and its 404s (the model name it serves).
+    """
+    text: object = None
+    if isinstance(body, Mapping):
+        err = body.get("error", body)
+        if isinstance(err, Mapping):
+            text = err.get("message") or err.get("detail")
+        elif isinstance(err, str):
+            text = err
+    elif isinstance(body, str):
+        text = body
+    if not isinstance(text, str) or not text.strip():
+        return None
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_SERVER_MESSAGE else text[: _MAX_SERVER_MESSAGE - 3] + "..."
 
 
 def _classify(exc: Exception, module: Any) -> Exception:
@@ -116,6 +142,9 @@ def _classify(exc: Exception, module: Any) -> Exception:
         status = exc.status_code
         retry_after = _retry_after(getattr(exc.response, "headers", None))
         message = f"HTTP {status} ({name})"
+        explanation = None if status in _QUIET_STATUS else _server_message(getattr(exc, "body", None))
+        if explanation:
+            message += f": {explanation}"
         if status in _RETRYABLE_STATUS or status >= 500:
             return TransientError(message, retry_after)
         return PermanentError(message)
