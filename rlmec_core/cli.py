@@ -54,6 +54,15 @@ def _prompt_template(model: str, cfg_template: str | None) -> str | None:
     return cfg_template
 
 
+def _chat_template(model: str, cfg_chat: bool) -> bool:
+    """Whether the model was trained on chat-template prompts (its model card), else the config's
+    ``task.chat_template``."""
+    card = Path(model) / "rlmec_model.json"
+    if card.exists():
+        return bool(json.loads(card.read_text()).get("chat_template", cfg_chat))
+    return bool(cfg_chat)
+
+
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from rlmec_core.io import write_parquet
     from rlmec_core.schemas import PROBLEMS
@@ -88,6 +97,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
         out,
         adapter_name=cfg["task"]["adapter"],
         prompt_template=cfg["task"]["prompt_template"],
+        chat_template=cfg["task"]["chat_template"],
         bootstrap=cfg["policy"]["bootstrap"],
         seed=cfg["seed"],
         checkpoint_dir=args.checkpoint_dir or out.parent / f".{out.name}.checkpoints",
@@ -121,6 +131,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         args.out,
         adapter_name=_problems_adapter(args.data),
         prompt_template=_prompt_template(args.model, cfg["task"]["prompt_template"]),
+        chat_template=_chat_template(args.model, cfg["task"]["chat_template"]),
         settings=settings,
         engine=_engine(cfg, args),
         limit=args.limit,
@@ -141,6 +152,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out / "metrics.json",
         adapter_name=_problems_adapter(args.data),
         prompt_template=_prompt_template(args.model, cfg["task"]["prompt_template"]),
+        chat_template=_chat_template(args.model, cfg["task"]["chat_template"]),
         max_new_tokens=args.max_new_tokens or cfg["evaluate"]["max_new_tokens"],
         engine=_engine(cfg, args),
         seed=cfg["seed"],
@@ -243,6 +255,7 @@ def cmd_sft_gold(args: argparse.Namespace) -> int:
     draw = cfg["sample"]["draws"][cfg["grm"]["rewrite_draw"]]
     result = sft_gold_update(args.data, args.policy, out, draw=draw, adapter_name=_problems_adapter(args.data),
                              prompt_template=_prompt_template(args.policy, cfg["task"]["prompt_template"]),
+                             chat_template=_chat_template(args.policy, cfg["task"]["chat_template"]),
                              train_cfg=train, seed=cfg["seed"],
                              checkpoint_dir=args.checkpoint_dir or out.parent / f".{out.name}.checkpoints",
                              metrics_path=out.parent / f"{out.name}.train_metrics.jsonl",

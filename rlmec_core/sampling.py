@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlmec_core.errors import DataError
+from rlmec_core.prompting import encode_prompts
 
 BACKENDS = ("auto", "vllm", "hf")
 
@@ -192,11 +193,14 @@ def generate(
     prompts: Sequence[str],
     settings: SampleSettings,
     engine: EngineSettings = EngineSettings(),
+    *,
+    chat_template: bool = False,
 ) -> GenerationResult:
     """Generate ``settings.n`` completions for every prompt with the chosen backend.
 
-    Prompts are tokenized here with the model's tokenizer (special tokens added as the tokenizer
-    defines) and handed to either backend as token ids. A prompt that leaves no room for
+    Prompts are tokenized here with the model's tokenizer (``rlmec_core.prompting.encode_prompts``: special
+    tokens as the tokenizer defines them, or the chat template when ``chat_template``) and handed to either
+    backend as token ids. A prompt that leaves no room for
     ``max_new_tokens`` in the model's context is not generated from: it gets ``n`` empty completions
     with ``finish_reason == "prompt_too_long"`` (counted in ``GenerationResult.skipped``), never a crash.
     """
@@ -211,8 +215,8 @@ def generate(
     context = model_context(model_path, engine)
     char_cap = context * _max_token_chars(tokenizer) if context else None
     huge = {i for i, p in enumerate(prompts) if char_cap is not None and len(p) > char_cap}
-    prompt_ids = tokenizer([p if i not in huge else "" for i, p in enumerate(prompts)],
-                           add_special_tokens=True)["input_ids"]
+    prompt_ids = encode_prompts(tokenizer, [p if i not in huge else "" for i, p in enumerate(prompts)],
+                                chat_template=chat_template)
     for i in huge:  # certainly longer than the context: _skip_too_long skips it
         prompt_ids[i] = [tokenizer.pad_token_id] * (context + 1)
     if backend == "vllm":

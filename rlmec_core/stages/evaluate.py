@@ -33,10 +33,11 @@ def evaluate_policy(
     seed: int = 0,
     confidence: float = 0.95,
     limit: int | None = None,
+    chat_template: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model_path`` on the problems of ``data_path``; returns the metrics written."""
     t0 = time.monotonic()
-    adapter = get_adapter(adapter_name, prompt_template)
+    adapter = get_adapter(adapter_name, prompt_template, chat_template)
     problems = load_problems(data_path)[:limit]
     settings = SampleSettings(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed)
     table, result = draw_samples(model_path, problems, adapter, settings, engine)
@@ -82,7 +83,7 @@ def greedy_accuracy_fn(tokenizer, problems: Sequence[Problem], adapter: TaskAdap
     """
     if not problems:
         raise ValueError("in-training validation needs at least one problem")
-    prompt_ids = tokenizer([adapter.format_prompt(p.question) for p in problems], add_special_tokens=True)["input_ids"]
+    prompt_ids = adapter.encode_prompts(tokenizer, [adapter.format_prompt(p.question) for p in problems])
     settings = SampleSettings(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
 
     def evaluate(model) -> dict[str, float]:

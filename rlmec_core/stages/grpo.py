@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from rlmec_core.io import atomic_path
+from rlmec_core.prompting import chat_messages
 from rlmec_core.sampling import check_model_weights, load_tokenizer
 from rlmec_core.stages.data import draw_problems, load_problems
 from rlmec_core.stages.policy import write_model_dir
@@ -34,8 +35,11 @@ log = logging.getLogger(__name__)
 def outcome_reward(adapter):
     """A TRL reward function: 1.0 when a completion's answer matches the row's ``answer``, else 0.0."""
 
-    def reward(completions: list[str], answer: list[str], **_: Any) -> list[float]:
-        return [1.0 if adapter.judge(c, a).correct else 0.0 for c, a in zip(completions, answer, strict=True)]
+    def text(c: Any) -> str:  # conversational prompts give the completion as a list of messages
+        return c if isinstance(c, str) else "".join(m.get("content", "") for m in c)
+
+    def reward(completions: list[Any], answer: list[str], **_: Any) -> list[float]:
+        return [1.0 if adapter.judge(text(c), a).correct else 0.0 for c, a in zip(completions, answer, strict=True)]
 
     reward.__name__ = "outcome"
     return reward
@@ -73,16 +77,22 @@ def grpo_update(
     checkpoint_dir: str | Path,
     metrics_path: str | Path,
     trust_remote_code: bool = False,
+    chat_template: bool = False,
 ) -> dict[str, Any]:
-    """Train ``policy_dir`` with TRL's GRPO on the draw's problems; write an HF model directory."""
+    """Train ``policy_dir`` with TRL's GRPO on the draw's problems; write an HF model directory.
+
+    With ``chat_template`` (config ``task.chat_template``) each prompt is one user message, which TRL
+    renders through the tokenizer's chat template as ``rlmec_core.prompting`` does."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
     t0 = time.monotonic()
-    adapter = get_adapter(adapter_name, prompt_template)
+    adapter = get_adapter(adapter_name, prompt_template, chat_template)
     problems = draw_problems(load_problems(problems_path), draw["first"], draw["problems"], problems_path)
-    data = Dataset.from_list([{"prompt": adapter.format_prompt(p.question), "answer": p.answer} for p in problems])
+    prompts = [adapter.format_prompt(p.question) for p in problems]
+    data = Dataset.from_list([{"prompt": chat_messages(x) if chat_template else x, "answer": p.answer}
+                              for x, p in zip(prompts, problems, strict=True)])
     check_model_weights(policy_dir)
     tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(str(policy_dir), trust_remote_code=trust_remote_code,
@@ -128,7 +138,7 @@ def grpo_update(
             "num_generations": n, "grpo": dict(grpo_cfg), "steps": trainer.state.global_step,
             "wall_seconds": time.monotonic() - t0, "train_runtime": result.metrics.get("train_runtime"),
             "tokens_seen": int(trainer.state.num_input_tokens_seen or 0) or None,
-            "prompt_template": adapter.prompt_template,
+            "prompt_template": adapter.prompt_template, "chat_template": adapter.chat_template,
             "resumed_from_step": int(Path(resume).name.rsplit("-", 1)[1]) if resume else None}
     write_model_dir(out_dir, trainer.model, tokenizer, card)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)

@@ -146,15 +146,18 @@ def label_samples(
     label_cfg: Mapping[str, Any],
     engine: EngineSettings,
     trust_remote_code: bool = False,
+    chat_template: bool = False,
 ) -> dict[str, Any]:
     """Write ``token_rewards.parquet`` (``TOKEN_REWARDS``) for the samples of ``rewrites_path``.
 
     ``samples_path`` is the draw the rewrites were made from (its prompts and sampled token ids);
-    ``rewrites_path`` holds the rewrites (from the GRM, or a teacher for the ablation).
+    ``rewrites_path`` holds the rewrites (from the GRM, or a teacher for the ablation). The policy's prompt
+    ids are encoded exactly as the sampler encoded them (``chat_template``: config ``task.chat_template``);
+    the GRM's scoring prompt is always plain text.
     """
     t0 = time.monotonic()
     settings = LabelSettings.from_config(label_cfg)
-    adapter = get_adapter(adapter_name)
+    adapter = get_adapter(adapter_name, chat_template=chat_template)
     prompts = GRMPrompts.from_config(grm_cfg.get("prompts"))
     rewrites = read_parquet(rewrites_path, REWRITES)
     sample_rows = (read_parquet(samples_path, SAMPLES)
@@ -190,7 +193,7 @@ def label_samples(
             zs.append(y)
         else:
             zs.append(tok(row["rewrite"], add_special_tokens=False)["input_ids"] + [eos])
-    policy_prompts = tok([samples[r["sample_id"]]["prompt"] for r in rows], add_special_tokens=True)["input_ids"]
+    policy_prompts = adapter.encode_prompts(tok, [samples[r["sample_id"]]["prompt"] for r in rows])
     grm_prompts = tok([grm_scoring_prompt(prompts, adapter, r["question"], r["reference_solution"], r["prediction"])
                        for r in rows], add_special_tokens=True)["input_ids"]
 

@@ -26,6 +26,7 @@ import torch
 from rlmec_core.errors import DataError
 from rlmec_core.io import atomic_path
 from rlmec_core.models.tiny import TinyArch, build_tiny_llama, train_tokenizer
+from rlmec_core.prompting import TINY_CHAT_TEMPLATE
 from rlmec_core.stages.data import load_problems
 from rlmec_core.tasks import get_adapter
 from rlmec_core.train.loop import TrainResult, TrainSettings, ValidationSettings, train
@@ -98,12 +99,15 @@ def bootstrap_policy(
     checkpoint_dir: str | Path,
     metrics_path: str | Path,
     validation_path: str | Path | None = None,
+    chat_template: bool = False,
 ) -> dict[str, Any]:
     """Train the demo policy and write it to ``out_dir``; returns the model card written beside it.
 
-    ``validation_path`` (the validation split) is read when ``bootstrap["validation"]`` is enabled.
+    ``validation_path`` (the validation split) is read when ``bootstrap["validation"]`` is enabled. With
+    ``chat_template`` (config ``task.chat_template``) the tiny tokenizer gets ``TINY_CHAT_TEMPLATE`` and the
+    policy is trained on prompts rendered through it, as an instruct model would be.
     """
-    adapter = get_adapter(adapter_name, prompt_template)
+    adapter = get_adapter(adapter_name, prompt_template, chat_template)
     problems = load_problems(train_path)
     prompts = [adapter.format_prompt(p.question) for p in problems]
     targets = [p.reference_solution for p in problems]
@@ -118,13 +122,16 @@ def bootstrap_policy(
         log.info("reusing tokenizer from %s (resumed run)", tok_dir)
     else:
         tokenizer = train_tokenizer(prompts + targets, vocab_size=bootstrap["vocab_size"], model_max_length=max_length)
+        if chat_template:
+            tokenizer.chat_template = TINY_CHAT_TEMPLATE
         with atomic_path(tok_dir) as tmp:
             tokenizer.save_pretrained(str(tmp))
     arch = TinyArch(max_position_embeddings=max_length, **bootstrap["arch"])
     model = build_tiny_llama(tokenizer, arch, seed=seed)
     n_params = sum(p.numel() for p in model.parameters())
 
-    examples, report = encode_sft_examples(tokenizer, prompts, targets, max_length=max_length)
+    examples, report = encode_sft_examples(tokenizer, prompts, targets, max_length=max_length,
+                                           chat_template=chat_template)
     if not examples:
         raise DataError(f"{train_path}: no training example fits in max_length={max_length} tokens")
     if report.skipped_too_long:
@@ -159,6 +166,7 @@ def bootstrap_policy(
                                                        "problems": len(val_problems)},
         "adapter": adapter_name,
         "prompt_template": adapter.prompt_template,
+        "chat_template": adapter.chat_template,
     }
 
     def save(unwrapped: torch.nn.Module, state_dict: dict[str, torch.Tensor], result: TrainResult) -> None:

@@ -79,12 +79,14 @@ def rl_update(
     instance_rewards: tuple[float, float] = (1.0, -1.0),
     dpo_beta: float = 0.1,
     samples_path: str | Path | None = None,
+    chat_template: bool = False,
 ) -> dict[str, Any]:
     """Train ``policy_dir`` on ``labels_path`` with ``rlmec_loss``; write the updated policy to ``out_dir``.
 
     ``method`` (``rlmec_core.methods``) turns the labels into the examples of a baseline or ablation
     (same samples, same loss machinery); ``rlmec`` uses them as they are. ``dpo`` pairs the correct and
-    wrong samples of ``samples_path`` (the draw the labels were made from) instead.
+    wrong samples of ``samples_path`` (the draw the labels were made from) instead, their prompts encoded as
+    the sampler encoded them (``chat_template``: config ``task.chat_template``).
     """
     if rl_cfg["ratio_form"] not in RATIO_FORMS:
         raise DataError(f"rl.ratio_form={rl_cfg['ratio_form']!r}: expected one of {sorted(RATIO_FORMS)}")
@@ -96,7 +98,8 @@ def rl_update(
     if method == "dpo":
         if samples_path is None:
             raise DataError("method dpo needs the samples the labels were made from (samples_path)")
-        dataset = pairs_from_samples(read_parquet(samples_path, SAMPLES).to_pylist(), tokenizer)
+        dataset = pairs_from_samples(read_parquet(samples_path, SAMPLES).to_pylist(), tokenizer,
+                                     chat_template=chat_template)
         if not dataset:
             raise DataError(f"{samples_path}: no problem has both a correct and a wrong sample: no DPO pair")
     elif method != "rlmec":
@@ -143,6 +146,7 @@ def sft_gold_update(
     checkpoint_dir: str | Path,
     metrics_path: str | Path,
     trust_remote_code: bool = False,
+    chat_template: bool = False,
 ) -> dict[str, Any]:
     """The ``sft_gold`` baseline: continue SFT of ``policy_dir`` on the reference solutions of the problems
     ``draw["first"] .. draw["first"] + draw["problems"]`` of ``problems_path`` (the RL draw's problems), with
@@ -158,7 +162,7 @@ def sft_gold_update(
     settings = train_settings(train_cfg, seed)
     model = _load_policy(policy_dir, settings, trust_remote_code)
     max_length = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
-    examples, report = gold_sft_examples(problems, get_adapter(adapter_name, prompt_template), tokenizer,
+    examples, report = gold_sft_examples(problems, get_adapter(adapter_name, prompt_template, chat_template), tokenizer,
                                          max_length=max_length)
     if not examples:
         raise DataError(f"{problems_path}: no gold solution of the rl draw fits in {max_length} tokens")
@@ -180,7 +184,8 @@ def gold_sft_examples(problems: Sequence[Problem], adapter: TaskAdapter, tokeniz
     reference solution + EOS, in the problems' order. Returns ``(examples, EncodeReport)``; solutions longer
     than ``max_length`` tokens are skipped and counted."""
     return encode_sft_examples(tokenizer, [adapter.format_prompt(p.question) for p in problems],
-                               [p.reference_solution for p in problems], max_length=max_length)
+                               [p.reference_solution for p in problems], max_length=max_length,
+                               chat_template=adapter.chat_template)
 
 
 def _load_policy(policy_dir: str | Path, settings, trust_remote_code: bool) -> torch.nn.Module:
@@ -197,7 +202,9 @@ def _card(policy_dir: str | Path, method: str, n_examples: int, settings, **extr
                             "train_examples": n_examples, "train": asdict(settings), **extra}
     parent = Path(policy_dir) / MODEL_CARD
     if parent.exists():
-        card["prompt_template"] = json.loads(parent.read_text()).get("prompt_template")
+        parent_card = json.loads(parent.read_text())
+        card["prompt_template"] = parent_card.get("prompt_template")
+        card["chat_template"] = bool(parent_card.get("chat_template", False))
     return card
 
 

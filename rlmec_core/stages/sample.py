@@ -74,7 +74,7 @@ def draw_samples(
 ) -> tuple[pa.Table, GenerationResult]:
     """Generate and judge; returns the ``SAMPLES`` table and the raw generation result (for timings)."""
     prompts = [adapter.format_prompt(p.question) for p in problems]
-    result = generate(model_path, prompts, settings, engine)
+    result = generate(model_path, prompts, settings, engine, chat_template=adapter.chat_template)
     log.info(
         "%s: %d prompts x %d samples, %d tokens in %.1f s (%.0f tokens/s; engine load %.1f s)",
         result.backend, len(prompts), settings.n, result.generated_tokens, result.generate_seconds,
@@ -94,10 +94,11 @@ def sample_policy(
     engine: EngineSettings,
     first: int = 0,
     limit: int | None = None,
+    chat_template: bool = False,
 ) -> dict[str, Any]:
     """Sample ``settings.n`` solutions for each of the problems ``first .. first + limit`` of
     ``data_path`` (all from ``first`` on when ``limit`` is None) and write them to ``out_path``."""
-    adapter = get_adapter(adapter_name, prompt_template)
+    adapter = get_adapter(adapter_name, prompt_template, chat_template)
     problems = draw_problems(load_problems(data_path), first, limit, data_path)
     table, result = draw_samples(model_path, problems, adapter, settings, engine)
     write_parquet(table, out_path, SAMPLES)

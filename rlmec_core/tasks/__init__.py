@@ -17,15 +17,16 @@ _ADAPTERS: dict[str, str] = {
 ADAPTER_NAMES: tuple[str, ...] = tuple(_ADAPTERS)
 
 
-def get_adapter(name: str, prompt_template: str | None = None) -> TaskAdapter:
-    """Instantiate the adapter called ``name`` (one of ``ADAPTER_NAMES``)."""
+def get_adapter(name: str, prompt_template: str | None = None, chat_template: bool = False) -> TaskAdapter:
+    """Instantiate the adapter called ``name`` (one of ``ADAPTER_NAMES``); ``chat_template``: prompts go
+    through the tokenizer's chat template (config ``task.chat_template``)."""
     try:
         target = _ADAPTERS[name]
     except KeyError:
         raise ValueError(f"unknown task adapter {name!r}; known: {', '.join(ADAPTER_NAMES)}") from None
     module_name, cls_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(prompt_template=prompt_template)
+    return cls(prompt_template=prompt_template, chat_template=chat_template)
 
 
 __all__ = ["ADAPTER_NAMES", "DEFAULT_PROMPT_TEMPLATE", "Judgement", "Problem", "TaskAdapter", "get_adapter"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from rlmec_core.errors import DataError
@@ -66,16 +66,25 @@ class TaskAdapter(abc.ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, prompt_template: str | None = None) -> None:
+    def __init__(self, prompt_template: str | None = None, chat_template: bool = False) -> None:
         template = prompt_template or DEFAULT_PROMPT_TEMPLATE
         if "{question}" not in template:
             raise ValueError(f"prompt_template must contain '{{question}}', got {template!r}")
         self.prompt_template = template
+        self.chat_template = bool(chat_template)
 
     # -- prompting -------------------------------------------------------------------------------
     def format_prompt(self, question: str) -> str:
         """The text the policy continues: the template with the question filled in."""
         return self.prompt_template.replace("{question}", question)
+
+    def encode_prompts(self, tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of prompt texts (``format_prompt`` output) as the policy sees them: through the
+        tokenizer's chat template when this adapter was made with ``chat_template=True``
+        (``rlmec_core.prompting.encode_prompts``)."""
+        from rlmec_core.prompting import encode_prompts
+
+        return encode_prompts(tokenizer, prompts, chat_template=self.chat_template)
 
     # -- answers ---------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from rlmec_core.logprobs import token_logprobs
+from rlmec_core.prompting import encode_prompts
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,11 @@ class DPOPair:
     rejected_ref: float
 
 
-def pairs_from_samples(rows: Sequence[dict], tokenizer) -> list[DPOPair]:
+def pairs_from_samples(rows: Sequence[dict], tokenizer, *, chat_template: bool = False) -> list[DPOPair]:
     """Pairs from a samples table's rows (``SAMPLES`` columns): per problem, distinct correct and distinct
     wrong completions (after whitespace/punctuation normalisation); one pair per wrong completion, with
     the problem's correct ones chosen in turn. Sequences are the sampled token ids, plus EOS when the
-    sample stopped by itself. Reference log-probs are left at 0 (see :func:`with_reference`)."""
+    sample stopped by itself; prompts are encoded as the sampler encoded them (``chat_template``). Reference log-probs are left at 0 (see :func:`with_reference`)."""
     from rlmec_core.stages.label import normalise_solution
 
     by_problem: dict[str, tuple[dict, dict]] = {}
@@ -53,7 +54,7 @@ def pairs_from_samples(rows: Sequence[dict], tokenizer) -> list[DPOPair]:
                 break
             c = chosen[i % len(chosen)]
             if c["prompt"] not in prompts:
-                prompts[c["prompt"]] = tokenizer(c["prompt"], add_special_tokens=True)["input_ids"]
+                prompts[c["prompt"]] = encode_prompts(tokenizer, [c["prompt"]], chat_template=chat_template)[0]
             seq = [list(x["token_ids"]) + (eos if x["finish_reason"] == "stop" else []) for x in (c, rejected)]
             pairs.append(DPOPair(prompts[c["prompt"]], seq[0], 0.0, seq[1], 0.0))
     return pairs

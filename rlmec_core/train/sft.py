@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from rlmec_core.prompting import encode_prompts
 from rlmec_core.train.dist import global_denominators
 
 IGNORE_INDEX = -100
@@ -30,19 +31,20 @@ class EncodeReport:
 
 
 def encode_sft_examples(
-    tokenizer, prompts: Sequence[str], targets: Sequence[str], *, max_length: int
+    tokenizer, prompts: Sequence[str], targets: Sequence[str], *, max_length: int, chat_template: bool = False
 ) -> tuple[list[EncodedExample], EncodeReport]:
     """Tokenize prompt and target separately (as the sampler sees them) and join them.
 
-    The prompt is tokenized with the tokenizer's special tokens (BOS), the target without, followed by
-    EOS. Examples longer than ``max_length`` tokens are skipped and counted, not truncated: a truncated
+    The prompt is encoded as the sampler encodes it (``rlmec_core.prompting.encode_prompts``: with the
+    tokenizer's special tokens, or through its chat template when ``chat_template``), the target without
+    special tokens, followed by EOS. Examples longer than ``max_length`` tokens are skipped and counted, not truncated: a truncated
     target would teach the model to stop mid-solution.
     """
     if len(prompts) != len(targets):
         raise ValueError(f"prompts ({len(prompts)}) and targets ({len(targets)}) differ in length")
     if tokenizer.eos_token_id is None:
         raise ValueError("tokenizer has no EOS token; SFT targets must end with one")
-    p_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    p_ids = encode_prompts(tokenizer, prompts, chat_template=chat_template)
     t_ids = tokenizer(list(targets), add_special_tokens=False)["input_ids"]
     out, skipped = [], 0
     for p, t in zip(p_ids, t_ids, strict=True):

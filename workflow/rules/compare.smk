@@ -28,6 +28,7 @@ rule method_rl:
         method=lambda wc: wc.method,
         instance_rewards=COMPARE["instance_rewards"],
         dpo_beta=COMPARE["dpo_beta"],
+        chat_template=TASK["chat_template"],  # DPO encodes the samples' prompts itself
         seed=lambda wc: int(wc.seed),
         trust_remote_code=config["engine"]["trust_remote_code"],
         checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/{wc.method}_lr{wc.lr}_s{wc.seed}",
@@ -58,6 +59,7 @@ rule method_grpo:
     params:
         policy=lambda wc: policy_dir("sft"),
         adapter=TASK["adapter"],
+        chat_template=TASK["chat_template"],
         prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
         draw=canonical(SAMPLE["draws"]["rl"]),
         sample=canonical({k: v for k, v in SAMPLE.items() if k not in ("split", "draws")}),
@@ -111,6 +113,7 @@ use rule label as label_round2 with:
         label=canonical(LABEL),
         grm=canonical({k: GRM[k] for k in ("prompts",)}),
         adapter=TASK["adapter"],
+        chat_template=TASK["chat_template"],
         engine=canonical(config["engine"]),
     log:
         f"{LOGS}/label_round2.log",

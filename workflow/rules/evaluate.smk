@@ -8,6 +8,7 @@ rule evaluate:
     params:
         model=lambda wc: policy_dir(wc.policy),
         adapter=TASK["adapter"],
+        chat_template=TASK["chat_template"],
         prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
         engine=canonical(config["engine"]),
         evaluate=canonical({k: v for k, v in config["evaluate"].items() if k != "splits"}),

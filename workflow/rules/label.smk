@@ -21,6 +21,7 @@ rule label:
         label=canonical(LABEL),
         grm=canonical({k: GRM[k] for k in ("prompts",)}),
         adapter=TASK["adapter"],
+        chat_template=TASK["chat_template"],
         engine=canonical(config["engine"]),
     log:
         f"{LOGS}/label.log",

@@ -8,6 +8,7 @@ rule policy_bootstrap:
     params:
         bootstrap=canonical(config["policy"]["bootstrap"]),
         adapter=TASK["adapter"],
+        chat_template=TASK["chat_template"],
         prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
         seed=config["seed"],
         checkpoint_dir=f"{RESULTS}/checkpoints/policy_sft",

@@ -49,6 +49,7 @@ rule sft_gold:
         policy=lambda wc: policy_dir("sft"),
         draw=canonical(SAMPLE["draws"][GRM["rewrite_draw"]]),
         adapter=TASK["adapter"],
+        chat_template=TASK["chat_template"],
         prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
         train=lambda wc: rl_with_lr(sft_gold_run(wc)[0])["train"],
         seed=lambda wc: sft_gold_run(wc)[1],

@@ -13,6 +13,7 @@ rule sample:
     params:
         model=lambda wc: policy_dir(wc.policy),
         adapter=TASK["adapter"],
+        chat_template=TASK["chat_template"],
         prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
         sample=canonical({k: v for k, v in SAMPLE.items() if k not in ("split", "draws")}),
         draw=lambda wc: canonical(SAMPLE["draws"][wc.draw]),

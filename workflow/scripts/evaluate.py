@@ -15,6 +15,7 @@ def main(smk) -> None:
             smk.output.metrics,
             adapter_name=smk.params.adapter,
             prompt_template=smk.params.prompt_template,
+            chat_template=smk.params.chat_template,
             max_new_tokens=ev["max_new_tokens"],
             engine=engine_settings(smk.params.engine),
             seed=smk.params.seed,

@@ -10,6 +10,7 @@ def main(smk) -> None:
         run_training("grpo", {
             "problems_path": smk.input.data, "policy_dir": smk.params.policy, "out_dir": smk.output.model,
             "adapter_name": smk.params.adapter, "prompt_template": smk.params.prompt_template,
+            "chat_template": smk.params.chat_template,
             "draw": plain(smk.params.draw), "sample_cfg": plain(smk.params.sample), "grpo_cfg": plain(smk.params.grpo),
             "seed": smk.params.seed, "checkpoint_dir": smk.params.checkpoint_dir, "metrics_path": smk.output.metrics,
             "trust_remote_code": smk.params.trust_remote_code,

@@ -10,7 +10,8 @@ def main(smk) -> None:
         engine = engine_settings(smk.params.engine)
         label_samples(smk.input.grm, smk.params.policy, smk.input.samples, smk.input.rewrites, smk.output.labels,
                       smk.output.metrics, adapter_name=smk.params.adapter, grm_cfg=smk.params.grm,
-                      label_cfg=smk.params.label, engine=engine, trust_remote_code=engine.trust_remote_code)
+                      label_cfg=smk.params.label, engine=engine, trust_remote_code=engine.trust_remote_code,
+                      chat_template=smk.params.chat_template)
 
 
 if __name__ == "__main__":

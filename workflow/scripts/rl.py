@@ -15,6 +15,7 @@ def main(smk) -> None:
             "method": smk.params.get("method", "rlmec"),
             "instance_rewards": list(smk.params.get("instance_rewards", (1.0, -1.0))),
             "dpo_beta": smk.params.get("dpo_beta", 0.1), "samples_path": smk.input.get("samples"),
+            "chat_template": smk.params.get("chat_template", False),
         }, smk.config.get("launch"))
 
 

@@ -15,6 +15,7 @@ def main(smk) -> None:
             smk.output[0],
             adapter_name=smk.params.adapter,
             prompt_template=smk.params.prompt_template,
+            chat_template=smk.params.chat_template,
             settings=SampleSettings(n=s["n"], temperature=s["temperature"], top_p=s["top_p"],
                                     max_new_tokens=s["max_new_tokens"], seed=smk.params.seed),
             engine=engine_settings(smk.params.engine),

@@ -10,7 +10,8 @@ def main(smk) -> None:
         run_training("sft_gold", {
             "problems_path": smk.input.data, "policy_dir": smk.params.policy, "out_dir": smk.output.model,
             "draw": plain(smk.params.draw), "adapter_name": smk.params.adapter,
-            "prompt_template": smk.params.prompt_template, "train_cfg": plain(smk.params.train),
+            "prompt_template": smk.params.prompt_template, "chat_template": smk.params.chat_template,
+            "train_cfg": plain(smk.params.train),
             "seed": smk.params.seed, "checkpoint_dir": smk.params.checkpoint_dir, "metrics_path": smk.output.metrics,
             "trust_remote_code": smk.params.trust_remote_code,
         }, smk.config.get("launch"))
