@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -49,19 +50,19 @@ def test_real_format_with_carved_validation(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad_line, message",
-    [
-        ('{"question": "x", "answer": \n', "bad JSON"),
-        ('{"answer": "#### 5"}\n', "question"),
-        ('{"question": "  ", "answer": "#### 5"}\n', "question"),
+    "bad_line, where, message",
+    [  # a line that is no JSON is named by its line; a record the adapter rejects by its row (both 1-based)
+        ('{"question": "x", "answer": \n', "train.jsonl:3", "bad JSON"),
+        ('{"answer": "#### 5"}\n', "train.jsonl: row 3", "missing field 'question'"),
+        ('{"question": "  ", "answer": "#### 5"}\n', "train.jsonl: row 3", "empty question"),
     ],
 )
-def test_malformed_row_names_file_and_line_and_writes_nothing(tmp_path, bad_line, message):
+def test_malformed_row_names_file_and_line_and_writes_nothing(tmp_path, bad_line, where, message):
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
     train.write_text(GOOD * 2 + bad_line + GOOD)
     test.write_text(GOOD)
     out = tmp_path / "out"
-    with pytest.raises(DataError, match=rf"train\.jsonl:3: .*{message}"):
+    with pytest.raises(DataError, match=rf"{re.escape(where)}: {message}"):
         run_data(gsm8k_task(train, test), 0, outputs(out), out / "stats.json")
     assert not out.exists() or not any(out.iterdir())
 

@@ -1,9 +1,11 @@
 """Stage ``data``: build the problem tables ``{train,validation,test}.parquet`` of a task.
 
-The demo task (adapter ``arith``) is generated from ``task.synth`` with the run's seed; real tasks are
-read from the files named in ``task.source`` by their adapter. A missing validation file is carved out
-of train (``task.validation_fraction``, seeded). Every table is checked (unique ids, non-empty question
-and answer) and written atomically with the ``PROBLEMS`` schema.
+The demo task (adapter ``arith``) is generated from ``task.synth`` with the run's seed. A real task's
+splits are read from ``task.source`` through Hugging Face ``datasets`` (local JSON/JSONL/CSV/Parquet files,
+``save_to_disk`` directories or hub data sets; ``rlmec_core.sources``), their columns renamed by
+``task.columns``, and each row turned into a problem by the task's adapter. A missing validation source is
+carved out of train (``task.validation_fraction``, seeded). Every table is checked (unique ids, non-empty
+question and answer) and written atomically with the ``PROBLEMS`` schema.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pyarrow as pa
 from rlmec_core.errors import ConfigError, DataError
 from rlmec_core.io import read_parquet, write_json_atomic, write_parquet
 from rlmec_core.schemas import PROBLEMS
+from rlmec_core.sources import describe_source, parse_source, read_records, source_kind
 from rlmec_core.tasks import Problem, get_adapter
 from rlmec_core.tasks.arith import ArithSpec, Tier, generate_problems, generate_splits
 
@@ -97,8 +100,9 @@ def draw_problems(problems: list[Problem], first: int, count: int | None, where:
     return chosen
 
 
-def build_splits(task: Mapping[str, Any], seed: int) -> dict[str, list[Problem]]:
-    """The three splits for config ``task`` (see the module docstring)."""
+def build_splits(task: Mapping[str, Any], seed: int, *, cache_dir: str | Path | None = None) -> dict[str, list[Problem]]:
+    """The three splits for config ``task`` (see the module docstring); ``cache_dir`` is where
+    ``datasets`` caches what it reads (``rlmec_core.sources.read_records``)."""
     adapter_name = task["adapter"]
     name = task["name"]
     if adapter_name == "arith":
@@ -112,16 +116,20 @@ def build_splits(task: Mapping[str, Any], seed: int) -> dict[str, list[Problem]]
 
     adapter = get_adapter(adapter_name)
     source = task.get("source") or {}
+    columns = task.get("columns") or {}
     splits: dict[str, list[Problem]] = {}
     for split in SPLITS:
-        path = source.get(split)
-        if path:
-            splits[split] = adapter.load_source(path, split=split)
+        spec = source.get(split)
+        if spec:
+            key = f"task.source.{split}"
+            records = read_records(spec, key=key, columns=columns, default_split=split, cache_dir=cache_dir)
+            splits[split] = adapter.problems_from_records(records, split=split)
             if not splits[split]:
-                raise DataError(f"{path}: no problems (the {split} file is empty)")
+                what = "file" if source_kind(parse_source(spec, key)) == "file" else "data set"
+                raise DataError(f"{key}: {describe_source(spec)}: no problems (the {split} {what} is empty)")
     for split in ("train", "test"):
         if split not in splits:
-            raise ConfigError(f"task.source.{split}: a {adapter_name} task needs a {split} file")
+            raise ConfigError(f"task.source.{split}: a {adapter_name} task needs a {split} source")
     if "validation" not in splits:
         frac = task["validation_fraction"]
         train = list(splits["train"])

@@ -47,10 +47,15 @@ def policy_requirement(policy):
 
 
 def data_sources(wildcards):
-    """Source files of a real data set (the demo task has none: it is generated)."""
+    """Local source files and directories (with the files in them) of a real data set, so that editing one
+    reruns the data stage. The demo task has none (it is generated); a hub data set is no file (its path,
+    name and revision are params)."""
+    from rlmec_core.sources import local_source_inputs
+
     if TASK["adapter"] == "arith":
         return {}
-    return {split: path for split, path in TASK["source"].items() if path}
+    paths = {split: local_source_inputs(source) for split, source in TASK["source"].items()}
+    return {split: files for split, files in paths.items() if files}
 
 
 def eval_metrics(policy):

@@ -1,6 +1,6 @@
 rule data:
     input:
-        unpack(data_sources),
+        unpack(data_sources),  # local source files and directories; a hub data set is a param (task.source)
     output:
         train=f"{DATA}/train.parquet",
         validation=f"{DATA}/validation.parquet",
