@@ -12,6 +12,8 @@ _ADAPTERS: dict[str, str] = {
     "gsm8k": "rlmec_core.tasks.gsm8k:GSM8KTask",
     "svamp": "rlmec_core.tasks.svamp:SVAMPTask",
     "mcqa": "rlmec_core.tasks.mcqa:MCQATask",
+    "math": "rlmec_core.tasks.math:MATHTask",
+    "mmlu": "rlmec_core.tasks.mmlu:MMLUTask",
 }
 
 ADAPTER_NAMES: tuple[str, ...] = tuple(_ADAPTERS)
