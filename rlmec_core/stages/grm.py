@@ -152,9 +152,16 @@ class GRMRewrite:
 
 
 def grm_two_step(model_dir: str | Path, cases: Sequence[tuple[str, Sequence[str], Sequence[str]]],
-                 prompts: GRMPrompts, engine: EngineSettings, gen: Mapping[str, Any]) -> list[GRMRewrite]:
+                 prompts: GRMPrompts, engine: EngineSettings, gen: Mapping[str, Any], *,
+                 predictions: Sequence[str] | None = None, adapter: TaskAdapter | None = None) -> list[GRMRewrite]:
     """First error step, then the continuation after the kept steps, for each ``(question, reference
-    steps, prediction steps)``; greedy decoding, all prompts of a step in one batch."""
+    steps, prediction steps)``; greedy decoding, all prompts of a step in one batch.
+
+    With ``predictions`` (the raw prediction texts of the cases) and ``adapter``, a rewrite is
+    ``adapter.join_rewrite(prediction, k, continuation)``: the kept part is a slice of the prediction's own
+    text; without them, the kept steps and the continuation joined by newlines."""
+    if (predictions is None) != (adapter is None) or (predictions is not None and len(predictions) != len(cases)):
+        raise ValueError("grm_two_step: give both predictions (one per case) and adapter, or neither")
     if not cases:
         return []
     first = generate(model_dir, [prompts.error_step_prompt(q, ref, pred) for q, ref, pred in cases],
@@ -165,8 +172,10 @@ def grm_two_step(model_dir: str | Path, cases: Sequence[tuple[str, Sequence[str]
     prefixes = []
     for i in todo:
         q, ref, pred = cases[i]
-        kept = list(pred[: steps[i]])
-        prefixes.append(prompts.rewrite_prompt(q, ref, pred) + "".join(line + "\n" for line in kept))
+        if adapter is not None:  # the prediction's own text up to the error step, as in the training targets
+            prefixes.append(prompts.rewrite_prompt(q, ref, pred) + adapter.kept_prefix(predictions[i], steps[i]))
+        else:
+            prefixes.append(prompts.rewrite_prompt(q, ref, pred) + "".join(line + "\n" for line in pred[: steps[i]]))
     second = generate(model_dir, prefixes, SampleSettings(n=1, temperature=0.0,
                       max_new_tokens=gen["max_new_tokens_rewrite"]), engine) if todo else None
     out = [GRMRewrite(k, c[0].text, None, None, t) for k, c, t in zip(steps, first.completions, too_long, strict=True)]
@@ -177,7 +186,13 @@ def grm_two_step(model_dir: str | Path, cases: Sequence[tuple[str, Sequence[str]
             continue
         reply = second.completions[j][0].text
         cont = parse_continuation(reply, kept)
-        out[i] = GRMRewrite(steps[i], out[i].error_step_reply, "\n".join([*kept, *cont]) if cont else None, reply)
+        if not cont:
+            rewrite = None
+        elif adapter is not None:
+            rewrite = adapter.join_rewrite(predictions[i], steps[i], cont)
+        else:
+            rewrite = "\n".join([*kept, *cont])
+        out[i] = GRMRewrite(steps[i], out[i].error_step_reply, rewrite, reply)
     return out
 
 
@@ -194,7 +209,8 @@ def grm_rewrite(model_dir: str | Path, samples_path: str | Path, problems_path: 
     wrong = [it for it in items if not it.correct]
     cases = [(it.problem.question, adapter.split_steps(it.problem.reference_solution), adapter.split_steps(it.prediction))
              for it in wrong]
-    results = grm_two_step(model_dir, cases, prompts, engine, grm_cfg["generation"])
+    results = grm_two_step(model_dir, cases, prompts, engine, grm_cfg["generation"],
+                           predictions=[it.prediction for it in wrong], adapter=adapter)
     by_key = {}
     source = _GRMSource(str(model_dir))
     for it, res in zip(wrong, results, strict=True):
@@ -286,7 +302,8 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
     # Two-step rewrites of the wrong predictions.
     cases = [(r["question"], adapter.split_steps(r["reference_solution"]), adapter.split_steps(r["prediction"]))
              for r in wrong]
-    results = grm_two_step(model_dir, cases, prompts, engine, grm_cfg["generation"])
+    results = grm_two_step(model_dir, cases, prompts, engine, grm_cfg["generation"],
+                           predictions=[r["prediction"] for r in wrong], adapter=adapter)
     kept = [i for i, res in enumerate(results) if not res.too_long]
     wrong, results = [wrong[i] for i in kept], [results[i] for i in kept]
     skipped = n_before - len(wrong) - len(right)

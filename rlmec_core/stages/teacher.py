@@ -34,7 +34,6 @@ from rlmec_core.sampling import PROMPT_TOO_LONG, load_tokenizer
 from rlmec_core.schemas import REWRITES, SAMPLES
 from rlmec_core.stages.data import load_problems
 from rlmec_core.tasks import Problem, TaskAdapter, get_adapter
-from rlmec_core.teacher import oracle
 from rlmec_core.teacher.backends import CallSpec, Teacher, make_teacher
 from rlmec_core.teacher.protocol import Prompts, complete_messages, error_step_messages, parse_continuation, parse_error_step
 from rlmec_core.teacher.runner import ResponseCache, RetryPolicy, TeacherClient
@@ -156,7 +155,7 @@ async def rewrite_item(
     if not continuation:
         return rewrite_row(item, teacher, status="parse_error", error_step=k, error_step_reply=step_reply,
                     rewrite_reply=second.reply.text, detail="empty continuation", **usage)
-    rewrite = "\n".join([*kept, *continuation])
+    rewrite = adapter.join_rewrite(item.prediction, k, continuation)  # the kept text stays byte-identical
     verdict = adapter.judge(rewrite, problem.answer)
     status, detail = "ok", None
     if not verdict.correct:
@@ -210,8 +209,8 @@ def replace_rest_ratio(rows: list[dict[str, Any]], tokenizer, adapter: TaskAdapt
     for r in rows:
         if r["status"] != "ok" or r["prediction_correct"]:
             continue
-        steps = adapter.split_steps(r["prediction"])
-        crude = "\n".join(oracle.replace_rest(steps, adapter.split_steps(r["reference_solution"]), r["error_step"]))
+        k = r["error_step"]
+        crude = adapter.join_rewrite(r["prediction"], k, adapter.split_steps(r["reference_solution"])[k:])
         pairs.append((r["prediction"], crude))
     if not pairs:
         return None

@@ -132,6 +132,20 @@ class TaskAdapter(abc.ABC):
             raise ValueError(f"n_steps={n_steps} outside 0..{len(spans)} (the solution has {len(spans)} steps)")
         return solution[: spans[n_steps][0]] if n_steps < len(spans) else solution
 
+    def join_rewrite(self, prediction: str, n_kept: int, continuation: Sequence[str]) -> str:
+        """A minimal-edit rewrite of ``prediction``: its raw text up to step ``n_kept`` (``kept_prefix``: the
+        kept steps and every separator exactly as written), then the new steps ``continuation`` joined with
+        the prediction's own separator (``step_separator``). When every step is kept and the prediction ends
+        without a separator, one is added before the continuation."""
+        prefix = self.kept_prefix(prediction, n_kept)
+        if not continuation:
+            return prefix
+        sep = self.step_separator(prediction)
+        spans = self.step_spans(prediction)
+        if n_kept > 0 and n_kept == len(spans) and prefix[spans[-1][1]:] == "":
+            prefix += sep
+        return prefix + sep.join(continuation)
+
     def step_separator(self, solution: str) -> str:
         """The separator a continuation's steps are joined with: the first one ``solution`` uses between
         two steps (``"\n"`` when it has fewer than two)."""
