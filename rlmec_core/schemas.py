@@ -30,7 +30,10 @@ PROBLEMS = pa.schema(
             "Gold step-by-step solution, one step per line, last line `The answer is <answer>`.",
         ),
         _f("answer", pa.string(), "Gold final answer (a number for math tasks, the option text for QA)."),
-        _f("task", pa.string(), "Task adapter name (`arith`, `gsm8k`, `svamp`, `mcqa`)."),
+        _f("task", pa.string(), "Task adapter name (`arith`, `gsm8k`, `svamp`, `mcqa`, `math`, `mmlu`)."),
+        _f("attributes", pa.map_(pa.string(), pa.string()),
+           "What the source says about the problem beyond the text, for breaking accuracy down (`evaluate` metrics `by_attribute`) (MATH: `level`, "
+           "`type`, `source_id`; MMLU: `subject`); empty when the source has none."),
     ],
     metadata={"artifact": "data/<task>/{train,validation,test}.parquet"},
 )

@@ -71,3 +71,25 @@ def test_missing_source_is_a_config_error(tmp_path):
     task = validate_config({"task": {"adapter": "svamp"}})["task"]
     with pytest.raises(ConfigError, match="task.source.train"):
         run_data(task, 0, outputs(tmp_path), tmp_path / "stats.json")
+
+
+def test_attributes_of_math_rows_reach_the_problem_table_and_the_accuracy_breakdown(tmp_path):
+    """MATH's level and type stay with each problem (PROBLEMS.attributes), so accuracy can be broken down."""
+    import json
+
+    from rlmec_core.stages.data import load_problems, run_data
+    from rlmec_core.stages.evaluate import accuracy_by_attribute
+
+    rows = [{"problem": f"What is ${i}+1$?", "level": f"Level {1 + i % 2}", "type": "Algebra" if i < 3 else "Geometry",
+             "solution": f"It is $\\boxed{{{i + 1}}}$."} for i in range(6)]
+    src = tmp_path / "math.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = {s: tmp_path / f"{s}.parquet" for s in ("train", "validation", "test")}
+    task = {"name": "m", "adapter": "math", "source": {"train": str(src), "validation": str(src), "test": str(src)},
+            "columns": {}, "validation_fraction": 0.05}
+    run_data(task, 0, out, tmp_path / "stats.json")
+    problems = load_problems(out["test"])
+    assert [dict(p.attributes)["level"] for p in problems] == ["Level 1", "Level 2"] * 3
+    by = accuracy_by_attribute(problems, [True, False, True, False, True, True])
+    assert by["level"]["Level 1"]["correct"] == 3 and by["level"]["Level 2"]["total"] == 3
+    assert by["type"]["Geometry"]["accuracy"] == pytest.approx(2 / 3) and "source_id" not in by

@@ -219,9 +219,11 @@ def test_math_good_rows(tmp_path: Path) -> None:
     path = _jsonl(tmp_path, [GOOD_MATH, other])
     adapter = get_adapter("math")
     assert adapter.load_source(path, split="test") == [
-        Problem("math-test-000000", "What is $1+1$?", "We add: $1+1=\\boxed{2}$.", "2", "math"),
-        Problem("math-test-000001", "What is $1+1$?", "So $\\boxed{\\dfrac{1}{2}}$.", "\\frac12", "math"),
-    ]
+        Problem("math-test-000000", "What is $1+1$?", "We add: $1+1=\\boxed{2}$.", "2", "math",
+                (("source_id", "algebra/1"), ("level", "Level 1"), ("type", "Algebra"))),
+        Problem("math-test-000001", "What is $1+1$?", "So $\\boxed{\\dfrac{1}{2}}$.", "\\frac12", "math",
+                (("source_id", "x/2"), ("level", "Level 4"), ("type", "Geometry"))),
+    ]  # level and type travel in the problem table's attributes column
     assert adapter.load_metadata(path) == [
         {"source_id": "algebra/1", "level": "Level 1", "type": "Algebra"},
         {"source_id": "x/2", "level": "Level 4", "type": "Geometry"},
@@ -314,7 +316,7 @@ def test_mmlu_good_records(tmp_path: Path) -> None:
     path.write_text(json.dumps([GOOD_MMLU]), encoding="utf-8")
     expected = Problem("mmlu-test-000000",
                        "Which organelle makes ATP?\nA. Ribosome\nB. Mitochondria\nC. Golgi body\nD. Lysosome",
-                       "The answer is B. Mitochondria", "B. Mitochondria", "mmlu")
+                       "The answer is B. Mitochondria", "B. Mitochondria", "mmlu", (("subject", "college_biology"),))
     assert get_adapter("mmlu").load_source(path, split="test") == [expected]
     jsonl = _jsonl(tmp_path, [GOOD_MMLU], "mmlu.jsonl")
     assert get_adapter("mmlu").load_source(jsonl, split="test") == [expected]

@@ -85,7 +85,7 @@ def load_problems(path: str | Path) -> list[Problem]:
     """Read a problem table written by this stage (schema-checked; no empty table, no duplicate id, no
     empty field: every stage looks problems up by id)."""
     table = read_parquet(path, PROBLEMS)
-    problems = [Problem(**row) for row in table.to_pylist()]
+    problems = [Problem.from_row(row) for row in table.to_pylist()]
     validate_problems(problems, str(path))
     return problems
 
@@ -150,15 +150,16 @@ def run_data(task: Mapping[str, Any], seed: int, outputs: Mapping[str, str | Pat
     """Build, check and write the splits; return (and write) per-split statistics."""
     splits = build_splits(task, seed)
     stats: dict[str, Any] = {"task": task["name"], "adapter": task["adapter"], "seed": seed, "splits": {}}
+    adapter = get_adapter(task["adapter"])
     for split in SPLITS:  # every split is checked before any is written: a bad one leaves no other behind
         validate_problems(splits[split], f"{task['name']}/{split}")
     for split in SPLITS:
         problems = splits[split]
         write_parquet(problems_table(problems), outputs[split], PROBLEMS)
-        n_steps = [len(p.reference_solution.splitlines()) for p in problems]
+        n_steps = [len(adapter.split_steps(p.reference_solution)) for p in problems]
         stats["splits"][split] = {
             "problems": len(problems),
-            "mean_solution_lines": sum(n_steps) / len(n_steps),
+            "mean_solution_steps": sum(n_steps) / len(n_steps),
             "path": str(outputs[split]),
         }
         log.info("%s: %d problems -> %s", split, len(problems), outputs[split])

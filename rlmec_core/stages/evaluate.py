@@ -51,6 +51,7 @@ def evaluate_policy(
     if n_too_long:
         log.warning("%d of %d prompts did not fit the model's context with max_new_tokens=%d: counted wrong",
                     n_too_long, len(reasons), max_new_tokens)
+    by_attr = accuracy_by_attribute(problems, correct, confidence)
     metrics = {
         **acc.as_dict(),
         "no_answer": n_no_answer,
@@ -67,9 +68,25 @@ def evaluate_policy(
         "tokens_per_s": tokens_per_second(result),
         "wall_seconds": time.monotonic() - t0,
     }
+    if by_attr:
+        metrics["by_attribute"] = by_attr
     write_json_atomic(metrics_path, metrics)
     log.info("accuracy on %s: %s", data_path, acc)
     return metrics
+
+
+def accuracy_by_attribute(problems: Sequence[Problem], correct: Sequence[bool],
+                          confidence: float = 0.95) -> dict[str, dict[str, dict[str, Any]]]:
+    """Accuracy per value of every attribute the problems carry (``Problem.attributes``: MATH's ``level``
+    and ``type``, MMLU's ``subject``): ``{key: {value: accuracy dict}}``, values sorted; a problem without
+    the key is left out of that key's groups. Identifiers (``source_id``) are not grouped. ``{}`` when no
+    problem has attributes."""
+    groups: dict[str, dict[str, list[bool]]] = {}
+    for p, ok in zip(problems, correct, strict=True):
+        for key, value in p.attributes:
+            if key != "source_id":
+                groups.setdefault(key, {}).setdefault(value, []).append(bool(ok))
+    return {key: {v: accuracy(vals[v], confidence).as_dict() for v in sorted(vals)} for key, vals in sorted(groups.items())}
 
 
 def greedy_accuracy_fn(tokenizer, problems: Sequence[Problem], adapter: TaskAdapter, *, max_new_tokens: int,

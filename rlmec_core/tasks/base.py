@@ -37,15 +37,25 @@ class Problem:
     reference_solution: str
     answer: str
     task: str
+    attributes: tuple[tuple[str, str], ...] = ()  # (key, value) pairs, e.g. (("level", "Level 3"), ("type", "Algebra"))
 
-    def as_row(self) -> dict[str, str]:
+    def as_row(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "question": self.question,
             "reference_solution": self.reference_solution,
             "answer": self.answer,
             "task": self.task,
+            "attributes": list(self.attributes),
         }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Problem:
+        """The inverse of ``as_row`` (a ``PROBLEMS`` row as pyarrow's ``to_pylist`` gives it)."""
+        attrs = row.get("attributes") or ()
+        attrs = attrs.items() if isinstance(attrs, Mapping) else attrs
+        return cls(id=row["id"], question=row["question"], reference_solution=row["reference_solution"],
+                   answer=row["answer"], task=row["task"], attributes=tuple((str(k), str(v)) for k, v in attrs))
 
 
 @dataclass(frozen=True)
@@ -167,13 +177,22 @@ class TaskAdapter(abc.ABC):
         row) for a malformed row: a missing field, an empty question or an answer that does not parse.
         """
 
+    def metadata(self, record: Mapping[str, Any]) -> dict[str, str | None]:
+        """What a source row says beyond the problem (level, type, subject...), kept in the problem table's
+        ``attributes`` column so that evaluations can break accuracy down by it; None values are dropped.
+        None here; adapters of sets that carry such fields override it."""
+        return {}
+
     def problems_from_records(self, records: Iterable[tuple[str, Mapping[str, Any]]], *, split: str) -> list[Problem]:
-        """``problem_from_record`` of every ``(where, record)``; ids ``{name}-{split}-{row:06d}`` (0-based)."""
+        """``problem_from_record`` of every ``(where, record)``, with ``metadata`` as attributes; ids
+        ``{name}-{split}-{row:06d}`` (0-based)."""
         problems: list[Problem] = []
         for where, record in records:
             p = self.problem_from_record(record, where)
+            attrs = tuple((k, str(v)) for k, v in self.metadata(record).items() if v is not None)
             problems.append(Problem(id=f"{self.name}-{split}-{len(problems):06d}", question=p.question,
-                                    reference_solution=p.reference_solution, answer=p.answer, task=p.task))
+                                    reference_solution=p.reference_solution, answer=p.answer, task=p.task,
+                                    attributes=p.attributes or attrs))
         return problems
 
     def load_source(self, path: str | Path, *, split: str) -> list[Problem]:

@@ -164,8 +164,8 @@ class MMLUTask(TaskAdapter):
 
     @staticmethod
     def metadata(record: Mapping[str, Any]) -> dict[str, str | None]:
-        """``{"subject": ...}`` of a record (``"college_biology"``), None when it has none; the problem
-        table has no column for it (see ``MATHTask.metadata``)."""
+        """``{"subject": ...}`` of a record (``"college_biology"``), None when it has none; kept in the
+        problem table's ``attributes``."""
         subject = record.get("subject")
         return {"subject": str(subject).strip() if subject is not None and str(subject).strip() else None}
 
