@@ -108,6 +108,11 @@ def _rows(schema: Mapping[str, Any], defs: Mapping[str, Any], prefix: str) -> li
         rows.append((path, type_s, default, desc))
         if sub.get("type") == "object" or "properties" in sub:  # nullable objects too
             rows.extend(_rows(sub, defs, path + "."))
+        items = sub.get("items", {})
+        if "$ref" in items:
+            items = defs[items["$ref"].rsplit("/", 1)[-1]]
+        if "properties" in items:  # an array of objects: its entries' keys as key[].sub
+            rows.extend(_rows(items, defs, path + "[]."))
     return rows
 
 

@@ -121,6 +121,30 @@ def test_nothing_to_do_after_a_complete_run(smoke_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def test_eval_suite_on_slices_of_three_real_sets(smoke_run, shared_data):
+    """`snakemake eval_suite`: the starting and the trained policy on slices of GSM8K (2-shot), ARC and SVAMP
+    into one table; the default target stays untouched."""
+    work, _ = smoke_run
+    suite = {"eval_suite": {"policies": ["sft", "rlmec"], "max_new_tokens": 24, "tasks": [
+        {"name": "gsm8k", "adapter": "gsm8k", "source": str(shared_data / "gsm8k" / "test.jsonl"), "limit": 8,
+         "few_shot": 2},
+        {"name": "arc", "adapter": "mcqa", "source": str(shared_data / "arc" / "test.jsonl"), "limit": 8},
+        {"name": "svamp", "adapter": "svamp", "source": {"path": str(shared_data / "svamp" / "SVAMP.json")},
+         "limit": 8}]}}
+    (work / "suite.yaml").write_text(yaml.safe_dump(suite))
+    proc = snakemake(work, "eval_suite", "--configfile", "config/smoke.yaml", "suite.yaml")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    table = json.loads((work / "results" / "smoke" / "eval_suite" / "table.json").read_text())
+    assert table["sets"] == ["gsm8k", "arc", "svamp"] and table["policies"] == ["sft", "rlmec"]
+    assert all(row[p]["total"] == 8 for row in table["rows"] for p in ("sft", "rlmec"))
+    assert (work / "results" / "smoke" / "eval_suite" / "table.md").read_text().startswith("# Evaluation suite")
+    for name in ("gsm8k", "arc", "svamp"):
+        pq.read_table(work / "data" / "suite" / name / "test.parquet", schema=PROBLEMS)
+        pq.read_table(work / "results" / "smoke" / "eval_suite" / "rlmec" / name / "predictions.parquet", schema=SAMPLES)
+    again = snakemake(work, "--configfile", "config/smoke.yaml", "suite.yaml", "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr  # the suite is not part of the default target
+
+
 def test_changing_an_evaluation_setting_reruns_only_evaluation(smoke_run):
     work, _ = smoke_run
     cfg = yaml.safe_load((work / "config" / "smoke.yaml").read_text())

@@ -27,7 +27,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 REAL_CONFIGS = ("gsm8k", "ecqa")
 GENERATE_RULES = {"sample", "evaluate", "grm_eval", "grm_rewrite", "grm_rewrite_round2", "label", "label_teacher",
-                  "label_round2"}
+                  "label_round2", "suite_evaluate"}
 TRAIN_RULES = {"policy_bootstrap", "grm_train", "rl", "method_rl", "method_grpo", "method_round2", "sft_gold",
                "method_sft_gold"}
 CPU_RULES = {"data", "grm_data", "report", "compare_table", "compare_sweep", "report_compare"}

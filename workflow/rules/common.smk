@@ -170,6 +170,19 @@ def print_summary():
         print(f"  outputs: {RESULTS}/\n")
 
 
+# -- the evaluation suite (eval_suite.smk) ------------------------------------------------------------------
+SUITE = config["eval_suite"]
+SUITE_TASKS = {t["name"]: t for t in SUITE["tasks"]}
+
+
+def suite_task_inputs(wildcards):
+    """Local files of a suite set's sources (editing one rebuilds its tables); hub sets are params."""
+    from rlmec_core.sources import local_source_inputs
+
+    t = SUITE_TASKS[wildcards.suite_task]
+    return [*local_source_inputs(t["source"]), *local_source_inputs(t.get("few_shot_source"))]
+
+
 # -- Snakemake resources per group of stages (config `resources`; docs/scaling.md) -------------------------
 RESOURCE_GPU_FOLLOWS = {
     "generate": config["engine"]["tensor_parallel_size"],  # GPUs of one vLLM engine
