@@ -470,6 +470,21 @@ def _accuracy_section(evals: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> t
     h = [f"<p>{_esc(intro)}</p>", _html_table(head, rows, numeric_from=1)]
     h += [f'<p class="verdict">{_esc(t)}</p>' for t in sentences]
     md = [intro, _md_table(head, rows), *[f"**{t}**" for t in sentences]]
+    for s in splits:  # accuracy by the problems' attributes (MATH level and type, MMLU subject), when they have any
+        keys = sorted({k for p in policies for k in evals[p].get(s, {}).get("by_attribute", {})})
+        for key in keys:
+            values = sorted({v for p in policies for v in evals[p].get(s, {}).get("by_attribute", {}).get(key, {})})
+            b_head = [key, *[f"{_policy_label(p)} ({s})" for p in policies]]
+            b_rows = []
+            for v in values:
+                cells = [v]
+                for p in policies:
+                    m = evals[p].get(s, {}).get("by_attribute", {}).get(key, {}).get(v)
+                    cells.append(f"{_pct(m['accuracy'])} ({m['correct']}/{m['total']})" if m else "n/a")
+                b_rows.append(cells)
+            title = f"Accuracy on {s} by {key}"
+            h += [f"<h3>{_esc(title)}</h3>", _html_table(b_head, b_rows, numeric_from=1)]
+            md += [f"### {title}", _md_table(b_head, b_rows)]
     return "\n".join(h), "\n\n".join(md), verdicts
 
 

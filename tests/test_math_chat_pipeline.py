@@ -87,6 +87,8 @@ def test_math_chat_pipeline_runs_every_stage(math_run):
     assert {r["task"] for r in test} == {"math"} and all(dict(r["attributes"])["type"] == "Prealgebra" for r in test)
     metrics = json.loads((results / "eval" / "rlmec" / "test" / "metrics.json").read_text())
     assert sum(g["total"] for g in metrics["by_attribute"]["level"].values()) == len(test) == metrics["total"]
+    page = (results / "report.html").read_text()
+    assert "Accuracy on test by level" in page and "Accuracy on test by type" in page  # the report breaks it down
 
 
 def test_prompt_ids_are_the_chat_rendered_ones_in_every_stage(math_run):
