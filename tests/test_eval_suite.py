@@ -88,3 +88,18 @@ def test_one_policy_on_three_real_sets_in_one_call(shared_data, demo_policy, tmp
     text = (tmp_path / "t.md").read_text()
     assert "| gsm8k | gsm8k | 2 |" in text and "| arc | mcqa | 0 |" in text and text.count("/4)") == 2
     assert table["rows"][0]["sft"]["accuracy"] == table["rows"][0]["again"]["accuracy"]  # greedy: deterministic
+
+
+def test_the_target_without_sets_stops_before_any_job(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for item in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
+        src = root / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
+    proc = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-n", "eval_suite"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "eval_suite.tasks is empty" in proc.stdout + proc.stderr

@@ -175,6 +175,15 @@ SUITE = config["eval_suite"]
 SUITE_TASKS = {t["name"]: t for t in SUITE["tasks"]}
 
 
+def suite_tables(kind):
+    """Every suite set's table of one kind (test, shots); a clear error, before any job runs, when
+    eval_suite.tasks lists none."""
+    if not SUITE_TASKS:
+        raise ValueError("eval_suite.tasks is empty: list the evaluation sets (name, adapter, source) to run the "
+                         "eval_suite target (docs/eval_suite.md)")
+    return [f"data/suite/{t}/{kind}.parquet" for t in SUITE_TASKS]
+
+
 def suite_task_inputs(wildcards):
     """Local files of a suite set's sources (editing one rebuilds its tables); hub sets are params."""
     from rlmec_core.sources import local_source_inputs

@@ -28,8 +28,8 @@ rule suite_data:
 rule suite_evaluate:
     input:
         model=policy_input,
-        data=expand("data/suite/{t}/test.parquet", t=SUITE_TASKS),
-        shots=expand("data/suite/{t}/shots.parquet", t=SUITE_TASKS),
+        data=lambda wc: suite_tables("test"),
+        shots=lambda wc: suite_tables("shots"),
     output:
         metrics=f"{RESULTS}/eval_suite/{{policy}}/metrics.json",
         predictions=expand(f"{RESULTS}/eval_suite/{{{{policy}}}}/{{t}}/predictions.parquet", t=SUITE_TASKS),
