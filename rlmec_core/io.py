@@ -103,9 +103,14 @@ def read_parquet(path: PathLike, schema: pa.Schema | None = None) -> pa.Table:
 def conform(table: pa.Table, schema: pa.Schema, *, where: str) -> pa.Table:
     """Return ``table`` with exactly ``schema``'s columns, in order, cast to its types.
 
-    Extra columns are dropped. Raises ``DataError`` naming ``where`` and the column when a column is
-    missing or cannot be cast safely, or when a non-nullable column holds nulls.
+    Extra columns are dropped; an absent column whose field is marked optional (metadata ``optional``, a
+    column added to a schema later, e.g. ``PROBLEMS.attributes``) is filled with nulls. Raises ``DataError``
+    naming ``where`` and the column when any other column is missing or cannot be cast safely, or when a
+    non-nullable column holds nulls.
     """
+    for f in schema:
+        if f.name not in table.column_names and (f.metadata or {}).get(b"optional") == b"true":
+            table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
     missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         raise DataError(f"{where}: missing column(s) {missing}; expected {schema.names}")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import pyarrow as pa
 
 
-def _f(name: str, type_: pa.DataType, doc: str, *, nullable: bool = False) -> pa.Field:
-    return pa.field(name, type_, nullable=nullable, metadata={"doc": doc})
+def _f(name: str, type_: pa.DataType, doc: str, *, nullable: bool = False, optional: bool = False) -> pa.Field:
+    """A documented field; ``optional``: a table may lack the column (read as nulls, see ``io.conform``)."""
+    meta = {"doc": doc, **({"optional": "true"} if optional else {})}
+    return pa.field(name, type_, nullable=nullable or optional, metadata=meta)
 
 
 def field_doc(field: pa.Field) -> str:
@@ -33,7 +35,7 @@ PROBLEMS = pa.schema(
         _f("task", pa.string(), "Task adapter name (`arith`, `gsm8k`, `svamp`, `mcqa`, `math`, `mmlu`)."),
         _f("attributes", pa.map_(pa.string(), pa.string()),
            "What the source says about the problem beyond the text, for breaking accuracy down (`evaluate` metrics `by_attribute`) (MATH: `level`, "
-           "`type`, `source_id`; MMLU: `subject`); empty when the source has none."),
+           "`type`, `source_id`; MMLU: `subject`); empty or null when the source has none; tables written without it read as null.", optional=True),
     ],
     metadata={"artifact": "data/<task>/{train,validation,test}.parquet"},
 )

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from rlmec_core.errors import ConfigError, DataError
-from rlmec_core.io import conform, read_parquet, write_json_atomic, write_parquet
+from rlmec_core.io import read_parquet, write_json_atomic, write_parquet
 from rlmec_core.schemas import PROBLEMS
 from rlmec_core.sources import describe_source, parse_source, read_records, source_kind
 from rlmec_core.tasks import Problem, get_adapter
@@ -84,10 +84,7 @@ def problems_table(problems: list[Problem]) -> pa.Table:
 def load_problems(path: str | Path) -> list[Problem]:
     """Read a problem table written by this stage (schema-checked; no empty table, no duplicate id, no
     empty field: every stage looks problems up by id)."""
-    raw = read_parquet(path)
-    if "attributes" not in raw.column_names:  # written before the column existed: no attributes
-        raw = raw.append_column("attributes", pa.array([[]] * raw.num_rows, PROBLEMS.field("attributes").type))
-    table = conform(raw, PROBLEMS, where=str(path))
+    table = read_parquet(path, PROBLEMS)  # a table written before the attributes column existed reads as null
     problems = [Problem.from_row(row) for row in table.to_pylist()]
     validate_problems(problems, str(path))
     return problems
