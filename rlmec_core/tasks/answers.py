@@ -46,26 +46,6 @@ _ANSWER_IS = re.compile(r"the answer is", re.IGNORECASE)
 _NUMBER_IN_TEXT = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 
 
-def _last_boxed(text: str) -> str | None:
-    """The contents of the last ``\\boxed{...}`` with balanced braces, or None."""
-    start = text.rfind("\\boxed")
-    while start != -1:
-        i = start + len("\\boxed")
-        while i < len(text) and text[i].isspace():
-            i += 1
-        if i < len(text) and text[i] == "{":
-            depth = 0
-            for j in range(i, len(text)):
-                if text[j] == "{":
-                    depth += 1
-                elif text[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[i + 1 : j].strip()
-        start = text.rfind("\\boxed", 0, start)
-    return None
-
-
 def _rest_of_line(text: str, pos: int) -> str:
     return text[pos:].split("\n", 1)[0].strip()
 
@@ -77,7 +57,7 @@ def extract_math_answer(text: str) -> str | None:
     ``The answer is`` (case-insensitive; a leading ``:`` and trailing periods dropped); the rest of the
     line after the last ``####``; the last number in the text. None when there is none of these.
     """
-    boxed = _last_boxed(text)
+    boxed = last_boxed(text, ("\\boxed",))
     if boxed:
         return boxed
     matches = list(_ANSWER_IS.finditer(text))
