@@ -22,18 +22,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rlmec_core.errors import ConfigError, DataError
-from rlmec_core.io import read_json, write_json_atomic, write_parquet
-from rlmec_core.metrics import accuracy
+from rlmec_core.io import read_json, read_parquet, write_json_atomic, write_parquet, write_text_atomic
 from rlmec_core.sampling import EngineSettings, SampleSettings, generate, tokens_per_second
 from rlmec_core.schemas import PROBLEMS, SAMPLES
 from rlmec_core.sources import Source, read_records
 from rlmec_core.stages.data import load_problems, problems_table, validate_problems
-from rlmec_core.stages.evaluate import accuracy_by_attribute
+from rlmec_core.stages.evaluate import prediction_metrics
 from rlmec_core.stages.sample import samples_table
 from rlmec_core.tasks import Problem, TaskAdapter, get_adapter
 
@@ -117,10 +116,8 @@ def build_suite_data(task: SuiteTask, test_path: str | Path, shots_path: str | P
     problems = problems[: task.limit]
     if not problems:
         raise DataError(f"{key}: no problem left to evaluate (after {task.few_shot} few-shot examples)")
-    rename = [Problem(f"suite-{task.name}-{i:06d}", p.question, p.reference_solution, p.answer, p.task, p.attributes)
-              for i, p in enumerate(problems)]
-    shot_rows = [Problem(f"suite-{task.name}-shot-{i:06d}", p.question, p.reference_solution, p.answer, p.task,
-                         p.attributes) for i, p in enumerate(shots)]
+    rename = [replace(p, id=f"suite-{task.name}-{i:06d}") for i, p in enumerate(problems)]
+    shot_rows = [replace(p, id=f"suite-{task.name}-shot-{i:06d}") for i, p in enumerate(shots)]
     validate_problems(rename, str(test_path))
     write_parquet(problems_table(rename), test_path, PROBLEMS)
     write_parquet(problems_table(shot_rows), shots_path, PROBLEMS)
@@ -167,15 +164,9 @@ def evaluate_suite(
         start += len(problems)
         table = samples_table(problems, task_prompts, part, adapter, settings)
         write_parquet(table, out / task.name / "predictions.parquet", SAMPLES)
-        correct = table.column("correct").to_pylist()
-        m: dict[str, Any] = {**accuracy(correct, confidence).as_dict(), "adapter": task.adapter,
-                             "few_shot": task.few_shot, "no_answer": table.column("pred_answer").null_count,
-                             "truncated": sum(r == "length" for r in table.column("finish_reason").to_pylist())}
-        by = accuracy_by_attribute(problems, correct, confidence)
-        if by:
-            m["by_attribute"] = by
-        metrics[task.name] = m
-        log.info("%s: %s", task.name, accuracy(correct, confidence))
+        acc, judged = prediction_metrics(problems, table, confidence)  # as the evaluate stage writes them
+        metrics[task.name] = {**judged, "adapter": task.adapter, "few_shot": task.few_shot}
+        log.info("%s: %s", task.name, acc)
     summary = {"model": str(model_path), "backend": result.backend, "max_new_tokens": max_new_tokens,
                "chat_template": chat_template, "wall_seconds": time.monotonic() - t0, "tasks": metrics,
                "order": [t.name for t in tasks]}  # the JSON's keys are sorted; the table keeps the config's order
@@ -184,12 +175,9 @@ def evaluate_suite(
 
 
 def _load_shots(path: Path) -> list[Problem]:
-    from rlmec_core.io import read_parquet
-
+    """The few-shot examples of a set (a ``PROBLEMS`` table that may be empty, unlike ``load_problems``)."""
     if not path.exists():
         raise DataError(f"{path}: few-shot table missing (rerun the suite_data rule)")
-    if read_parquet(path).num_rows == 0:
-        return []
     return [Problem.from_row(r) for r in read_parquet(path, PROBLEMS).to_pylist()]
 
 
@@ -221,10 +209,6 @@ def suite_table(metrics_paths: Mapping[str, str | Path], md_path: str | Path, js
         rows.append({"set": name, "adapter": first["adapter"], "few_shot": first["few_shot"],
                      **{p: runs[p]["tasks"][name] for p in policies}})
     table = {"policies": policies, "sets": names, "rows": rows, "order": names}
-    Path(md_path).parent.mkdir(parents=True, exist_ok=True)
-    from rlmec_core.io import atomic_path
-
-    with atomic_path(md_path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    write_text_atomic(md_path, "\n".join(lines) + "\n")
     write_json_atomic(json_path, table)
     return table

@@ -9,8 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from rlmec_core.io import write_json_atomic, write_parquet
-from rlmec_core.metrics import accuracy
+from rlmec_core.metrics import Accuracy, accuracy
 from rlmec_core.sampling import PROMPT_TOO_LONG, EngineSettings, SampleSettings, generate_with_model, tokens_per_second
 from rlmec_core.schemas import SAMPLES
 from rlmec_core.stages.data import load_problems
@@ -42,22 +44,12 @@ def evaluate_policy(
     settings = SampleSettings(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed)
     table, result = draw_samples(model_path, problems, adapter, settings, engine)
     write_parquet(table, predictions_path, SAMPLES)
-    correct = table.column("correct").to_pylist()
-    acc = accuracy(correct, confidence)
-    n_no_answer = table.column("pred_answer").null_count
-    reasons = table.column("finish_reason").to_pylist()
-    n_truncated = sum(r == "length" for r in reasons)
-    n_too_long = sum(r == PROMPT_TOO_LONG for r in reasons)
-    if n_too_long:
+    acc, judged = prediction_metrics(problems, table, confidence)
+    if judged["prompt_too_long"]:
         log.warning("%d of %d prompts did not fit the model's context with max_new_tokens=%d: counted wrong",
-                    n_too_long, len(reasons), max_new_tokens)
-    by_attr = accuracy_by_attribute(problems, correct, confidence)
+                    judged["prompt_too_long"], table.num_rows, max_new_tokens)
     metrics = {
-        **acc.as_dict(),
-        "no_answer": n_no_answer,
-        "truncated": n_truncated,
-        "prompt_too_long": n_too_long,
-        "mean_tokens": sum(table.column("num_tokens").to_pylist()) / max(table.num_rows, 1),
+        **judged,
         "model": str(model_path),
         "data": str(data_path),
         "adapter": adapter_name,
@@ -68,11 +60,31 @@ def evaluate_policy(
         "tokens_per_s": tokens_per_second(result),
         "wall_seconds": time.monotonic() - t0,
     }
-    if by_attr:
-        metrics["by_attribute"] = by_attr
     write_json_atomic(metrics_path, metrics)
     log.info("accuracy on %s: %s", data_path, acc)
     return metrics
+
+
+def prediction_metrics(problems: Sequence[Problem], table: pa.Table,
+                       confidence: float = 0.95) -> tuple[Accuracy, dict[str, Any]]:
+    """What a table of greedy predictions (``SAMPLES``, one row per problem, in ``problems``' order) says:
+    the accuracy with its interval, and the metrics dict ``{accuracy fields, no_answer, truncated,
+    prompt_too_long, mean_tokens, by_attribute (when the problems carry attributes)}`` that the ``evaluate``
+    stage and the evaluation suite write."""
+    correct = table.column("correct").to_pylist()
+    reasons = table.column("finish_reason").to_pylist()
+    acc = accuracy(correct, confidence)
+    metrics: dict[str, Any] = {
+        **acc.as_dict(),
+        "no_answer": table.column("pred_answer").null_count,
+        "truncated": sum(r == "length" for r in reasons),
+        "prompt_too_long": sum(r == PROMPT_TOO_LONG for r in reasons),
+        "mean_tokens": sum(table.column("num_tokens").to_pylist()) / max(table.num_rows, 1),
+    }
+    by_attr = accuracy_by_attribute(problems, correct, confidence)
+    if by_attr:
+        metrics["by_attribute"] = by_attr
+    return acc, metrics
 
 
 def accuracy_by_attribute(problems: Sequence[Problem], correct: Sequence[bool],
