@@ -5,7 +5,7 @@ family's source files into the project's problem table (``rlmec_core.schemas.PRO
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -137,21 +137,18 @@ class TaskAdapter(abc.ABC):
         with every separator between them exactly as written, and the separator after the last kept step.
         A minimal-edit rewrite is ``kept_prefix(prediction, k) + continuation``, so nothing before the
         first wrong step changes, not even whitespace."""
-        spans = self.step_spans(solution)
-        if n_steps < 0 or n_steps > len(spans):
-            raise ValueError(f"n_steps={n_steps} outside 0..{len(spans)} (the solution has {len(spans)} steps)")
-        return solution[: spans[n_steps][0]] if n_steps < len(spans) else solution
+        return _prefix(solution, self.step_spans(solution), n_steps)
 
     def join_rewrite(self, prediction: str, n_kept: int, continuation: Sequence[str]) -> str:
         """A minimal-edit rewrite of ``prediction``: its raw text up to step ``n_kept`` (``kept_prefix``: the
         kept steps and every separator exactly as written), then the new steps ``continuation`` joined with
         the prediction's own separator (``step_separator``). When every step is kept and the prediction ends
         without a separator, one is added before the continuation."""
-        prefix = self.kept_prefix(prediction, n_kept)
+        spans = self.step_spans(prediction)  # once: a prose splitter is not free
+        prefix = _prefix(prediction, spans, n_kept)
         if not continuation:
             return prefix
-        sep = self.step_separator(prediction)
-        spans = self.step_spans(prediction)
+        sep = _separator(prediction, spans)
         if n_kept > 0 and n_kept == len(spans) and prefix[spans[-1][1]:] == "":
             prefix += sep
         return prefix + sep.join(continuation)
@@ -159,12 +156,7 @@ class TaskAdapter(abc.ABC):
     def step_separator(self, solution: str) -> str:
         """The separator a continuation's steps are joined with: the first one ``solution`` uses between
         two steps (``"\n"`` when it has fewer than two)."""
-        spans = self.step_spans(solution)
-        if len(spans) >= 2:
-            sep = solution[spans[0][1]: spans[1][0]]
-            if sep.strip() == "" and sep:
-                return sep
-        return "\n"
+        return _separator(solution, self.step_spans(solution))
 
 
     # -- data ------------------------------------------------------------------------------------
@@ -190,9 +182,7 @@ class TaskAdapter(abc.ABC):
         for where, record in records:
             p = self.problem_from_record(record, where)
             attrs = tuple((k, str(v)) for k, v in self.metadata(record).items() if v is not None)
-            problems.append(Problem(id=f"{self.name}-{split}-{len(problems):06d}", question=p.question,
-                                    reference_solution=p.reference_solution, answer=p.answer, task=p.task,
-                                    attributes=p.attributes or attrs))
+            problems.append(replace(p, id=f"{self.name}-{split}-{len(problems):06d}", attributes=p.attributes or attrs))
         return problems
 
     def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
@@ -201,3 +191,19 @@ class TaskAdapter(abc.ABC):
         from rlmec_core.io import iter_jsonl
 
         return self.problems_from_records(((f"{path}:{n}", obj) for n, obj in iter_jsonl(path)), split=split)
+
+
+def _prefix(solution: str, spans: Sequence[tuple[int, int]], n_steps: int) -> str:
+    """``TaskAdapter.kept_prefix`` given the solution's ``spans``."""
+    if n_steps < 0 or n_steps > len(spans):
+        raise ValueError(f"n_steps={n_steps} outside 0..{len(spans)} (the solution has {len(spans)} steps)")
+    return solution[: spans[n_steps][0]] if n_steps < len(spans) else solution
+
+
+def _separator(solution: str, spans: Sequence[tuple[int, int]]) -> str:
+    """``TaskAdapter.step_separator`` given the solution's ``spans``."""
+    if len(spans) >= 2:
+        sep = solution[spans[0][1]: spans[1][0]]
+        if sep.strip() == "" and sep:
+            return sep
+    return "\n"
