@@ -230,14 +230,14 @@ def test_grm_prompts_longer_than_its_context_are_skipped_and_counted_not_parse_e
         return GenerationResult(out, "fake", 0.0, 0.0, skipped=sum(c[0].finish_reason == PROMPT_TOO_LONG for c in out))
 
     monkeypatch.setattr(grm_stage, "generate", fake_generate)
-    cases = [("fits?\nOptions:\na\nb", ["The answer is a"], ["The answer is b"]),
-             ("too long\nOptions:\na\nb", ["The answer is a"], ["The answer is b"])]
-    res = grm_stage.grm_two_step("unused", cases, GRMPrompts.from_config(COMPACT), EngineSettings(backend="hf"),
-                                 grm_cfg()["generation"])
+    cases = [("fits?\nOptions:\na\nb", "The answer is a", "The answer is b"),
+             ("too long\nOptions:\na\nb", "The answer is a", "The answer is b")]
+    adapter = get_adapter("mcqa")
+    res = grm_stage.grm_two_step("unused", cases, adapter, GRMPrompts.from_config(COMPACT),
+                                 EngineSettings(backend="hf"), grm_cfg()["generation"])
     assert [r.too_long for r in res] == [False, True]
     assert res[0].rewrite == "The answer is a" and res[1].rewrite is None
-    adapter = get_adapter("mcqa")
-    rows = [grm_stage._grm_row(Item(Problem(f"p{i}", q, ref[0], "a", "mcqa"), pred[0], False, [f"s{i}"]), r, adapter,
+    rows = [grm_stage._grm_row(Item(Problem(f"p{i}", q, ref, "a", "mcqa"), pred, False, [f"s{i}"]), r, adapter,
                                grm_stage._GRMSource("grm"))
             for i, ((q, ref, pred), r) in enumerate(zip(cases, res, strict=True))]
     assert [r["status"] for r in rows] == ["ok", "filtered"]

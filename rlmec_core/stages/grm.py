@@ -151,47 +151,33 @@ class GRMRewrite:
     too_long: bool = False  # a prompt of either step did not fit the GRM's context: skipped, not generated
 
 
-def grm_two_step(model_dir: str | Path, cases: Sequence[tuple[str, Sequence[str], Sequence[str]]],
-                 prompts: GRMPrompts, engine: EngineSettings, gen: Mapping[str, Any], *,
-                 predictions: Sequence[str] | None = None, adapter: TaskAdapter | None = None) -> list[GRMRewrite]:
+def grm_two_step(model_dir: str | Path, cases: Sequence[tuple[str, str, str]], adapter: TaskAdapter,
+                 prompts: GRMPrompts, engine: EngineSettings, gen: Mapping[str, Any]) -> list[GRMRewrite]:
     """First error step, then the continuation after the kept steps, for each ``(question, reference
-    steps, prediction steps)``; greedy decoding, all prompts of a step in one batch.
-
-    With ``predictions`` (the raw prediction texts of the cases) and ``adapter``, a rewrite is
-    ``adapter.join_rewrite(prediction, k, continuation)``: the kept part is a slice of the prediction's own
-    text; without them, the kept steps and the continuation joined by newlines."""
-    if (predictions is None) != (adapter is None) or (predictions is not None and len(predictions) != len(cases)):
-        raise ValueError("grm_two_step: give both predictions (one per case) and adapter, or neither")
+    solution, prediction)`` (texts, cut into steps by ``adapter``); greedy decoding, all prompts of a step in
+    one batch. A rewrite is ``adapter.join_rewrite(prediction, k, continuation)``: the kept part is a slice
+    of the prediction's own text, and the GRM continues after that very text."""
     if not cases:
         return []
-    first = generate(model_dir, [prompts.error_step_prompt(q, ref, pred) for q, ref, pred in cases],
+    split = [(q, adapter.split_steps(ref), adapter.split_steps(pred)) for q, ref, pred in cases]
+    first = generate(model_dir, [prompts.error_step_prompt(q, ref, pred) for q, ref, pred in split],
                      SampleSettings(n=1, temperature=0.0, max_new_tokens=gen["max_new_tokens_error_step"]), engine)
-    steps = [parse_error_step(c[0].text, len(pred)) for c, (_, _, pred) in zip(first.completions, cases, strict=True)]
+    steps = [parse_error_step(c[0].text, len(pred)) for c, (_, _, pred) in zip(first.completions, split, strict=True)]
     too_long = [c[0].finish_reason == PROMPT_TOO_LONG for c in first.completions]
     todo = [i for i, k in enumerate(steps) if k is not None and k >= 0 and not too_long[i]]
-    prefixes = []
-    for i in todo:
-        q, ref, pred = cases[i]
-        if adapter is not None:  # the prediction's own text up to the error step, as in the training targets
-            prefixes.append(prompts.rewrite_prompt(q, ref, pred) + adapter.kept_prefix(predictions[i], steps[i]))
-        else:
-            prefixes.append(prompts.rewrite_prompt(q, ref, pred) + "".join(line + "\n" for line in pred[: steps[i]]))
+    # the prediction's own text up to the error step, as in the training targets
+    prefixes = [prompts.rewrite_prompt(*split[i]) + adapter.kept_prefix(cases[i][2], steps[i]) for i in todo]
     second = generate(model_dir, prefixes, SampleSettings(n=1, temperature=0.0,
                       max_new_tokens=gen["max_new_tokens_rewrite"]), engine) if todo else None
     out = [GRMRewrite(k, c[0].text, None, None, t) for k, c, t in zip(steps, first.completions, too_long, strict=True)]
     for j, i in enumerate(todo):
-        kept = list(cases[i][2][: steps[i]])
+        kept = list(split[i][2][: steps[i]])
         if second.completions[j][0].finish_reason == PROMPT_TOO_LONG:
             out[i] = GRMRewrite(steps[i], out[i].error_step_reply, None, None, True)
             continue
         reply = second.completions[j][0].text
         cont = parse_continuation(reply, kept)
-        if not cont:
-            rewrite = None
-        elif adapter is not None:
-            rewrite = adapter.join_rewrite(predictions[i], steps[i], cont)
-        else:
-            rewrite = "\n".join([*kept, *cont])
+        rewrite = adapter.join_rewrite(cases[i][2], steps[i], cont) if cont else None
         out[i] = GRMRewrite(steps[i], out[i].error_step_reply, rewrite, reply)
     return out
 
@@ -207,10 +193,8 @@ def grm_rewrite(model_dir: str | Path, samples_path: str | Path, problems_path: 
     problems = {p.id: p for p in load_problems(problems_path)}
     items = distinct_predictions(samples, problems, str(samples_path))
     wrong = [it for it in items if not it.correct]
-    cases = [(it.problem.question, adapter.split_steps(it.problem.reference_solution), adapter.split_steps(it.prediction))
-             for it in wrong]
-    results = grm_two_step(model_dir, cases, prompts, engine, grm_cfg["generation"],
-                           predictions=[it.prediction for it in wrong], adapter=adapter)
+    cases = [(it.problem.question, it.problem.reference_solution, it.prediction) for it in wrong]
+    results = grm_two_step(model_dir, cases, adapter, prompts, engine, grm_cfg["generation"])
     by_key = {}
     source = _GRMSource(str(model_dir))
     for it, res in zip(wrong, results, strict=True):
@@ -300,10 +284,8 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
     wrong, right = encoded(wrong), encoded(right)
 
     # Two-step rewrites of the wrong predictions.
-    cases = [(r["question"], adapter.split_steps(r["reference_solution"]), adapter.split_steps(r["prediction"]))
-             for r in wrong]
-    results = grm_two_step(model_dir, cases, prompts, engine, grm_cfg["generation"],
-                           predictions=[r["prediction"] for r in wrong], adapter=adapter)
+    cases = [(r["question"], r["reference_solution"], r["prediction"]) for r in wrong]
+    results = grm_two_step(model_dir, cases, adapter, prompts, engine, grm_cfg["generation"])
     kept = [i for i, res in enumerate(results) if not res.too_long]
     wrong, results = [wrong[i] for i in kept], [results[i] for i in kept]
     skipped = n_before - len(wrong) - len(right)
