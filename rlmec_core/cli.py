@@ -46,21 +46,21 @@ def _problems_adapter(data_path: str) -> str:
     return names.pop()
 
 
+def _card_or_config(model: str, key: str, cfg_value: Any) -> Any:
+    """``key`` as the model was trained with it (its model card), else the config's value."""
+    card = Path(model) / "rlmec_model.json"
+    return json.loads(card.read_text()).get(key, cfg_value) if card.exists() else cfg_value
+
+
 def _prompt_template(model: str, cfg_template: str | None) -> str | None:
     """The template the model was trained with (its model card), else the config's."""
-    card = Path(model) / "rlmec_model.json"
-    if card.exists():
-        return json.loads(card.read_text()).get("prompt_template", cfg_template)
-    return cfg_template
+    return _card_or_config(model, "prompt_template", cfg_template)
 
 
 def _chat_template(model: str, cfg_chat: bool) -> bool:
     """Whether the model was trained on chat-template prompts (its model card), else the config's
     ``task.chat_template``."""
-    card = Path(model) / "rlmec_model.json"
-    if card.exists():
-        return bool(json.loads(card.read_text()).get("chat_template", cfg_chat))
-    return bool(cfg_chat)
+    return bool(_card_or_config(model, "chat_template", cfg_chat))
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:

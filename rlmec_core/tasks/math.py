@@ -12,9 +12,9 @@ Answers are compared by math-verify only (``rlmec_core.tasks.answers.latex_equal
 
 Steps (what the teacher rewrites from and the GRM scores) are sentences, see ``math_step_spans``.
 
-Level and type are not columns of the problem table (``Problem`` has none for them);
-``MATHTask.metadata(record)`` and ``MATHTask.load_metadata(path)`` give them per source row, in the order
-``load_source`` numbers the problems, so a report can join them on the row number of the problem id.
+Level and type (``MATHTask.metadata``) travel with each problem in the problem table's ``attributes``
+column, and ``evaluate`` breaks accuracy down by them; ``MATHTask.load_metadata(path)`` reads them
+straight from a source file, in the order ``load_source`` numbers the problems.
 """
 
 from __future__ import annotations
