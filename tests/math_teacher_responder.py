@@ -10,20 +10,11 @@ the prompt, whose steps (sentences, ``MATHTask.step_spans``) the prompt lists on
 
 from __future__ import annotations
 
-import re
+from teacher_support import reference_responder
 
 from rlmec_core.tasks.math import MATHTask
 
-_SECTIONS = re.compile(
-    r"Problem: (?P<question>.*?)\n\nCorrect solution:\n(?P<reference>.*?)\n\nPrediction:\n(?P<prediction>.*?)\n\n",
-    re.DOTALL,
-)
-_LABEL_PREFIX = re.compile(r"^\[\d+\] ")
 _ADAPTER = MATHTask()
-
-
-def _steps(block: str) -> list[str]:
-    return [_LABEL_PREFIX.sub("", line).strip() for line in block.splitlines() if line.strip()]
 
 
 def _norm(step: str) -> str:
@@ -41,16 +32,10 @@ def first_wrong_step(reference: list[str], prediction: list[str]) -> int:
     return len(prediction)
 
 
-def math_responder(messages: list[dict], request: dict) -> str:
-    """Reply to the last user message: a first-error label or a corrected continuation."""
-    text = next(m["content"] for m in reversed(messages) if m["role"] == "user")
-    m = _SECTIONS.search(text)
-    if m is None:
-        return "I cannot read this prompt."
-    reference, prediction = _steps(m.group("reference")), _steps(m.group("prediction"))
-    if "first wrong" in text:
-        k = first_wrong_step(reference, prediction)
-        return "correct" if k < 0 else f"[{k}]"
-    kept_text = text.rsplit("Correct prediction:\n", 1)[1] if "Correct prediction:\n" in text else ""
-    kept = [line for line in kept_text.splitlines() if line.strip()]
-    return "\n".join(reference[len(kept):] or reference[-1:])
+def continuation(reference: list[str], n_kept: int) -> list[str]:
+    """The reference's steps after the first ``n_kept`` (its last step when none is left)."""
+    return reference[n_kept:] or reference[-1:]
+
+
+#: Reply to the last user message: a first-error label or a corrected continuation.
+math_responder = reference_responder(first_wrong_step, continuation)

@@ -15,20 +15,11 @@ Use it in process (``FakeLLMServer(qa_responder)``) or from the command line
 
 from __future__ import annotations
 
-import re
+from teacher_support import reference_responder
 
 from rlmec_core.tasks.mcqa import MCQATask, normalize_option
 
-_SECTIONS = re.compile(
-    r"Problem: (?P<question>.*?)\n\nCorrect solution:\n(?P<reference>.*?)\n\nPrediction:\n(?P<prediction>.*?)\n\n",
-    re.DOTALL,
-)
-_LABEL_PREFIX = re.compile(r"^\[\d+\] ")
 _ADAPTER = MCQATask()
-
-
-def _steps(block: str) -> list[str]:
-    return [_LABEL_PREFIX.sub("", line).strip() for line in block.splitlines() if line.strip()]
 
 
 def first_wrong_step(reference: list[str], prediction: list[str]) -> int:
@@ -55,17 +46,5 @@ def continuation(reference: list[str], n_kept: int) -> list[str]:
     return [*rest, answer]
 
 
-def qa_responder(messages: list[dict], request: dict) -> str:
-    """Reply to the last user message: a first-error label or a corrected continuation."""
-    text = next(m["content"] for m in reversed(messages) if m["role"] == "user")
-    m = _SECTIONS.search(text)
-    if m is None:
-        return "I cannot read this prompt."
-    reference = _steps(m.group("reference"))
-    prediction = _steps(m.group("prediction"))
-    if "first wrong" in text:
-        k = first_wrong_step(reference, prediction)
-        return "correct" if k < 0 else f"[{k}]"
-    kept_text = text.rsplit("Correct prediction:\n", 1)[1] if "Correct prediction:\n" in text else ""
-    kept = [line for line in kept_text.splitlines() if line.strip()]
-    return "\n".join(continuation(reference, len(kept)))
+#: Reply to the last user message: a first-error label or a corrected continuation.
+qa_responder = reference_responder(first_wrong_step, continuation)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -81,20 +82,58 @@ _SECTIONS = re.compile(
     re.DOTALL,
 )
 _LABEL_PREFIX = re.compile(r"^\[\d+\] ")
+UNREADABLE = "I cannot read this prompt."
+
+
+@dataclass(frozen=True)
+class TeacherPrompt:
+    """What the teacher's default prompt (the last user message) asks, read back from its text."""
+
+    first_error: bool  # True: "which step is the first wrong one?"; False: "continue after the kept steps"
+    question: str
+    reference: list[str]  # the numbered steps, labels removed
+    prediction: list[str]
+    kept: list[str]  # the steps written after "Correct prediction:" (completion prompts)
+
+
+def read_teacher_prompt(messages: list[dict]) -> TeacherPrompt | None:
+    """The request in the teacher's default prompt, or None when the last user message is not one."""
+
+    def steps(block: str) -> list[str]:
+        return [_LABEL_PREFIX.sub("", line).strip() for line in block.splitlines() if line.strip()]
+
+    text = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+    m = _SECTIONS.search(text)
+    if m is None:
+        return None
+    kept_text = text.rsplit("Correct prediction:\n", 1)[1] if "Correct prediction:\n" in text else ""
+    return TeacherPrompt("first wrong" in text, m.group("question"), steps(m.group("reference")),
+                         steps(m.group("prediction")), [line for line in kept_text.splitlines() if line.strip()])
+
+
+def reference_responder(first_wrong_step, continuation):
+    """A responder for the fake server that answers from the prompt's reference solution:
+    ``first_wrong_step(reference, prediction)`` (-1: correct) and ``continuation(reference, n_kept)``."""
+
+    def respond(messages: list[dict], request: dict) -> str:
+        p = read_teacher_prompt(messages)
+        if p is None:
+            return UNREADABLE
+        if p.first_error:
+            k = first_wrong_step(p.reference, p.prediction)
+            return "correct" if k < 0 else f"[{k}]"
+        return "\n".join(continuation(p.reference, len(p.kept)))
+
+    return respond
 
 
 def oracle_responder(messages: list[dict], request: dict) -> str:
     """Answer the teacher's default first-error or completion prompt as the oracle would."""
-    text = next(m["content"] for m in reversed(messages) if m["role"] == "user")
-    m = _SECTIONS.search(text)
-    if m is None:
-        return "I cannot read this prompt."
-    question = m.group("question")
-    prediction = [_LABEL_PREFIX.sub("", line) for line in m.group("prediction").splitlines() if line.strip()]
-    if "first wrong" in text:
-        k = oracle.first_error_step(question, prediction)
+    p = read_teacher_prompt(messages)
+    if p is None:
+        return UNREADABLE
+    if p.first_error:
+        k = oracle.first_error_step(p.question, p.prediction)
         return "correct" if k < 0 else f"[{k}]"
-    kept_text = text.rsplit("Correct prediction:\n", 1)[1] if "Correct prediction:\n" in text else ""
-    kept = [line for line in kept_text.splitlines() if line.strip()]
-    fixed = oracle.minimal_rewrite(question, prediction, len(kept))
-    return "\n".join(fixed[len(kept):])
+    fixed = oracle.minimal_rewrite(p.question, p.prediction, len(p.kept))
+    return "\n".join(fixed[len(p.kept):])
