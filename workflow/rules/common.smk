@@ -177,11 +177,10 @@ SUITE_TASKS = {t["name"]: t for t in SUITE["tasks"]}
 
 def suite_tables(kind):
     """Every suite set's table of one kind (test, shots); a clear error, before any job runs, when
-    eval_suite.tasks lists none."""
-    if not SUITE_TASKS:
-        raise ValueError("eval_suite.tasks is empty: list the evaluation sets (name, adapter, source) to run the "
-                         "eval_suite target (docs/eval_suite.md)")
-    return [f"data/suite/{t}/{kind}.parquet" for t in SUITE_TASKS]
+    eval_suite.tasks lists none (or a name twice): the stage's own check, run at planning time."""
+    from rlmec_core.stages.eval_suite import suite_tasks
+
+    return [f"data/suite/{t.name}/{kind}.parquet" for t in suite_tasks(SUITE["tasks"])]
 
 
 def suite_task_inputs(wildcards):
