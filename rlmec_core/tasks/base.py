@@ -192,6 +192,16 @@ class TaskAdapter(abc.ABC):
 
         return self.problems_from_records(((f"{path}:{n}", obj) for n, obj in iter_jsonl(path)), split=split)
 
+    def load_json_list(self, path: str | Path, *, split: str, family: str) -> list[Problem]:
+        """Read a source file holding one JSON list of records (SVAMP, MMLU); errors name the file and
+        ``record <index>`` (0-based), or say the file is not a list of ``family`` records."""
+        from rlmec_core.io import read_json
+
+        data = read_json(path)
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON list of {family} records, got {type(data).__name__}")
+        return self.problems_from_records(((f"{path}: record {i}", r) for i, r in enumerate(data)), split=split)
+
 
 def _prefix(solution: str, spans: Sequence[tuple[int, int]], n_steps: int) -> str:
     """``TaskAdapter.kept_prefix`` given the solution's ``spans``."""

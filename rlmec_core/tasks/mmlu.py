@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from rlmec_core.errors import DataError
-from rlmec_core.io import read_json
 from rlmec_core.tasks.answers import last_boxed, math_equal
 from rlmec_core.tasks.base import Problem, TaskAdapter, require_text
 from rlmec_core.tasks.mcqa import normalize_option
@@ -174,7 +173,4 @@ class MMLUTask(TaskAdapter):
         Lines when the name ends in ``.jsonl`` (errors name ``file:line``)."""
         if str(path).endswith(".jsonl"):
             return super().load_source(path, split=split)
-        data = read_json(path)
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a JSON list of MMLU records, got {type(data).__name__}")
-        return self.problems_from_records(((f"{path}: record {i}", r) for i, r in enumerate(data)), split=split)
+        return self.load_json_list(path, split=split, family="MMLU")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from rlmec_core.errors import DataError
-from rlmec_core.io import read_json
 from rlmec_core.tasks.answers import MathTask
 from rlmec_core.tasks.base import Problem, require_text
 
@@ -52,7 +51,4 @@ class SVAMPTask(MathTask):
 
     def load_source(self, path: str | Path, *, split: str) -> list[Problem]:
         """Read a SVAMP JSON file (one list of records); errors name the file and ``record <index>``."""
-        data = read_json(path)
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a JSON list of SVAMP records, got {type(data).__name__}")
-        return self.problems_from_records(((f"{path}: record {i}", r) for i, r in enumerate(data)), split=split)
+        return self.load_json_list(path, split=split, family="SVAMP")
