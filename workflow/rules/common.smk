@@ -85,6 +85,13 @@ def method_lr(method):
     return float(COMPARE["lr"].get(method, default))
 
 
+def sft_gold_run(wildcards):
+    """(lr, seed, name) of an sft_gold run: from its wildcards, or the default target's run."""
+    if hasattr(wildcards, "lr"):
+        return float(wildcards.lr), int(wildcards.seed), f"sft_gold_lr{wildcards.lr}_s{wildcards.seed}"
+    return method_lr("sft_gold"), config["seed"], "sft_gold"
+
+
 def lr_tag(lr):
     return f"{float(lr):g}"
 

@@ -31,13 +31,7 @@ rule rl:
 # solutions of the problems the RL draw covers, with rl.train's optimizer, epochs and batch and the learning
 # rate chosen on the validation split (compare.lr.sft_gold). `policy/sft_gold` is the run of the config's seed
 # at that lr; the comparison's other seeds and the sweep's lrs are `policy/sft_gold_lr<lr>_s<seed>`.
-def sft_gold_run(wildcards):
-    """(lr, seed, name) of an sft_gold run: from its wildcards, or the default target's run."""
-    if hasattr(wildcards, "lr"):
-        return float(wildcards.lr), int(wildcards.seed), f"sft_gold_lr{wildcards.lr}_s{wildcards.seed}"
-    return method_lr("sft_gold"), config["seed"], "sft_gold"
-
-
+# (the runs' lr, seed and name: sft_gold_run in common.smk)
 rule sft_gold:
     input:
         data=f"{DATA}/{SAMPLE['split']}.parquet",
