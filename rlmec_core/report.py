@@ -8,7 +8,8 @@ declares every input) and writes, each atomically:
 - ``fig_dir``: one PNG of training curves per training log (``<name>.png``).
 
 Sections: (a) greedy accuracy per policy and split with confidence intervals, RLMEC minus SFT, and a
-plain sentence on whether RLMEC's accuracy lies above SFT's interval; (b) GRM quality; (c) stage metrics
+plain sentence on whether RLMEC's accuracy lies above SFT's interval (with the methods table first and
+the accuracy by round of iterative RLMEC after it, when given); (b) GRM quality; (c) stage metrics
 (flattened JSON objects); (d) training curves; (e) example labelled solutions chosen with a seeded RNG
 (a mix of correct and incorrect): the prediction with each token coloured by its reward (red =
 penalised, green = rewarded, stronger colour = larger ``|r_t|`` relative to the label clip range; the
@@ -597,6 +598,8 @@ def build_report(
     kept_weight: float | None = None,
     comparison: PathLike | None = None,
     comparison_chart: PathLike | None = None,
+    rounds: PathLike | None = None,
+    rounds_chart: PathLike | None = None,
 ) -> dict[str, Any]:
     """Write the run report (see the module docstring).
 
@@ -620,6 +623,11 @@ def build_report(
         comparison: ``compare/table.json`` (``rlmec_core.compare.build_comparison``), or None. When given, the
             methods table (and the learning-rate sweep) is the report's first, main section.
         comparison_chart: ``compare/accuracy.png``, embedded under the methods table.
+        rounds: the accuracy-by-round JSON of iterative RLMEC (``rlmec_core.rounds.build_rounds``), or None.
+            When given, a section "Accuracy by round" follows the methods table (or the accuracy section
+            when there is no comparison): the per-round table, where each method's rounds stop paying, and
+            the GRM's quality per round.
+        rounds_chart: its chart (PNG), embedded in that section.
 
     Returns:
         ``{"html", "md", "figures", "accuracy", "verdict", "n_labelled", "examples"}``: the paths written,
@@ -647,6 +655,12 @@ def build_report(
     if compared is not None and not isinstance(compared.get("methods"), dict):
         raise DataError(f"{comparison}: not a comparison table (no 'methods' object)")
     chart = Path(comparison_chart).read_bytes() if comparison_chart is not None else None
+    by_round = _json_object(rounds) if rounds is not None else None
+    if by_round is not None and not isinstance(by_round.get("methods"), dict):
+        raise DataError(f"{rounds}: not an accuracy-by-round table (no 'methods' object)")
+    if rounds_chart is not None and not Path(rounds_chart).is_file():
+        raise DataError(f"{rounds_chart}: file not found")
+    r_chart = Path(rounds_chart).read_bytes() if rounds_chart is not None else None
 
     out_html, out_md, fig_dir = Path(out_html), Path(out_md), Path(fig_dir)
     figures: dict[str, tuple[bytes, list[str]]] = {}
@@ -660,18 +674,31 @@ def build_report(
 
     h: list[str] = [f"<h1>{_esc(title)}</h1>"]
     md: list[str] = [f"# {_md_cell(title)}"]
-    sections = (["Methods compared"] if compared is not None else []) + ["Accuracy"] + (["GRM quality"] if quality is not None else []) + (["Stage metrics"] if stages else []) \
+    rounds_first = by_round is not None and compared is not None  # right after the methods table
+    sections = (["Methods compared"] if compared is not None else []) \
+        + (["Accuracy by round"] if rounds_first else []) + ["Accuracy"] + (["Accuracy by round"] if by_round is not None and not rounds_first else []) \
+        + (["GRM quality"] if quality is not None else []) + (["Stage metrics"] if stages else []) \
         + (["Training curves"] if logs else []) + ["Example solutions"]
+    rounds_parts = (_rounds_section(by_round, r_chart, rounds, rounds_chart, out_md)
+                    if by_round is not None else ("", ""))
+    rounds_h = [f'<h2 id="{_anchor("Accuracy by round")}">Accuracy by round</h2>', rounds_parts[0]]
+    rounds_md = ["## Accuracy by round", rounds_parts[1]]
     h.append("<p>" + " · ".join(f'<a href="#{_anchor(s)}">{_esc(s)}</a>' for s in sections) + "</p>")
 
     if compared is not None:
         c_h, c_md = _comparison_section(compared, chart, comparison, comparison_chart, out_md)
         h += ['<h2 id="methods-compared">Methods compared</h2>', c_h]
         md += ["## Methods compared", c_md]
+    if rounds_first:
+        h += rounds_h
+        md += rounds_md
 
     acc_h, acc_md, verdicts = _accuracy_section(evals)
     h += ['<h2 id="accuracy">Accuracy</h2>', acc_h]
     md += ["## Accuracy", acc_md]
+    if by_round is not None and not rounds_first:
+        h += rounds_h
+        md += rounds_md
 
     if quality is not None:
         q_h, q_md = _kv_section(quality, GRM_QUALITY_KEYS)
@@ -791,6 +818,39 @@ def _comparison_section(summary: Mapping[str, Any], chart: bytes | None, path: P
         h += ["<h3>Learning rates chosen on the validation split</h3>", f"<p>{_esc(s_intro)}</p>",
               _html_table(head, plain, numeric_from=1)]
         md += ["### Learning rates chosen on the validation split", s_intro, _md_table(head, s_rows)]
+    return "\n".join(h), "\n\n".join(md)
+
+
+def _rounds_section(summary: Mapping[str, Any], chart: bytes | None, path: PathLike | None,
+                    chart_path: PathLike | None, out_md: Path) -> tuple[str, str]:
+    """Accuracy by round of iterative RLMEC (``rlmec_core.rounds``): its chart, the per-round table, where
+    each method's rounds stop paying, and the GRM's quality per round."""
+    from rlmec_core.rounds import grm_table, rounds_intro, rounds_table, stop_lines
+
+    try:
+        intro = rounds_intro(summary)
+        head, rows = rounds_table(summary)
+        stops = stop_lines(summary)
+        g_head, g_rows = grm_table(summary)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise DataError(f"{path}: malformed accuracy-by-round table ({exc!r})") from exc
+    h = [f"<p>{_esc(intro)}</p>"]
+    md = [intro]
+    if chart is not None:
+        b64 = base64.b64encode(chart).decode("ascii")
+        h.append(f'<div class="figure"><img alt="accuracy by round" src="data:image/png;base64,{b64}">'
+                 '<p class="meta">Greedy accuracy by round per method, mean +- std over seeds; a hollow circle marks '
+                 "the round where a method stops paying.</p></div>")
+        rel = Path(os.path.relpath(Path(chart_path), start=out_md.parent)).as_posix()
+        md.append(f"![accuracy by round]({rel})")
+    h += [_html_table(head, rows, numeric_from=1),
+          "<ul>" + "".join(f"<li>{_esc(line)}</li>" for line in stops) + "</ul>"]
+    md += [_md_table(head, rows), "\n".join(f"- {_md_text(line)}" for line in stops)]
+    if g_rows:
+        g_intro = ("The GRM refreshed on each round's teacher rewrites against the round-1 GRM (stale), both scored "
+                   "on the held-out part of that round's teacher data.")
+        h += ["<h3>GRM quality by round</h3>", f"<p>{_esc(g_intro)}</p>", _html_table(g_head, g_rows, numeric_from=4)]
+        md += ["### GRM quality by round", g_intro, _md_table(g_head, g_rows)]
     return "\n".join(h), "\n\n".join(md)
 
 
