@@ -22,6 +22,7 @@ include: "workflow/rules/label.smk"
 include: "workflow/rules/rl.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/compare.smk"
+include: "workflow/rules/rounds.smk"
 include: "workflow/rules/eval_suite.smk"
 
 

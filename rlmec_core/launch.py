@@ -38,6 +38,7 @@ ENTRYPOINTS: dict[str, str] = {
     "grm_train": "rlmec_core.stages.grm:train_grm",
     "rl": "rlmec_core.stages.rl:rl_update",
     "sft_gold": "rlmec_core.stages.rl:sft_gold_update",
+    "rft": "rlmec_core.stages.rl:rft_update",
     "grpo": "rlmec_core.stages.grpo:grpo_update",
 }
 

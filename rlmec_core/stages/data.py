@@ -90,13 +90,19 @@ def load_problems(path: str | Path) -> list[Problem]:
     return problems
 
 
-def draw_problems(problems: list[Problem], first: int, count: int | None, where: str | Path) -> list[Problem]:
+def draw_problems(problems: list[Problem], first: int, count: int | None, where: str | Path, *,
+                  exact: bool = False) -> list[Problem]:
     """The problems ``first .. first + count`` of a split (all from ``first`` on when ``count`` is None), as a
-    config ``sample.draws.<draw>`` names them; raises ``DataError`` naming ``where`` when the range is empty."""
+    config ``sample.draws.<draw>`` names them; raises ``DataError`` naming ``where`` when the range is empty,
+    or (``exact``: a later round's fresh draw) when the split ends before ``first + count``."""
     chosen = problems[first: None if count is None else first + count]
     if not chosen:
         raise DataError(f"{where}: no problems in the range first={first}, problems={count} "
                         f"(the split has {len(problems)})")
+    if exact and count is not None and len(chosen) < count:
+        raise DataError(f"{where}: the draw first={first}, problems={count} needs {first + count} problems but the "
+                        f"split has {len(problems)}; every round samples fresh problems: lower `rounds` or "
+                        "sample.draws.rl.problems, or use a larger split")
     return chosen
 
 

@@ -15,7 +15,7 @@ import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from rlmec_core.errors import DataError
 from rlmec_core.io import read_parquet
 from rlmec_core.losses import RATIO_FORMS
 from rlmec_core.methods import get_method, method_examples
+from rlmec_core.prompting import encode_prompts
 from rlmec_core.sampling import check_model_weights, load_tokenizer
 from rlmec_core.schemas import SAMPLES, TOKEN_REWARDS
 from rlmec_core.stages.data import draw_problems, load_problems
@@ -133,6 +134,85 @@ def rl_update(
                            description=method)
 
 
+def correct_sample_rows(samples_path: str | Path) -> list[dict[str, Any]]:
+    """The samples rejection-sampling fine-tuning keeps: the correct ones of ``samples_path``, one per problem
+    and normalised text (``rlmec_core.stages.label.normalise_solution``), in file order: the same selection
+    the label stage makes of a draw's correct samples."""
+    from rlmec_core.stages.label import normalise_solution
+
+    cols = ["sample_id", "problem_id", "prompt", "completion", "token_ids", "finish_reason", "correct"]
+    kept, seen = [], set()
+    for row in read_parquet(samples_path, SAMPLES).select(cols).to_pylist():
+        key = (row["problem_id"], normalise_solution(row["completion"]))
+        if row["correct"] and key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept
+
+
+def rft_update(
+    samples_path: str | Path,
+    policy_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    rl_cfg: Mapping[str, Any],
+    seed: int,
+    checkpoint_dir: str | Path,
+    metrics_path: str | Path,
+    trust_remote_code: bool = False,
+    chat_template: bool = False,
+    batch_tokens: int = 16384,
+) -> dict[str, Any]:
+    """One round of iterated rejection-sampling fine-tuning (expert iteration) straight from a draw.
+
+    ``samples_path`` holds ``policy_dir``'s own samples of the round's problems; the correct ones
+    (:func:`correct_sample_rows`) become the examples of the ``rft`` method (``rlmec_core.methods``:
+    imitation of ``y`` with weight 1, no RL term) with ``y`` = the sampled token ids + EOS when the sample
+    stopped by itself, the prompt encoded as the sampler encoded it, and the old log-probs from a forward
+    pass of ``policy_dir`` (as the label stage computes them), trained with ``rl_cfg`` like ``rl_update``.
+    The examples equal those ``rl_update(method="rft")`` builds from the label stage's table of the same
+    draw; this path needs no GRM, so every round of the baseline costs sampling and training only.
+    """
+    from rlmec_core.scoring import score_targets
+
+    if rl_cfg["ratio_form"] not in RATIO_FORMS:
+        raise DataError(f"rl.ratio_form={rl_cfg['ratio_form']!r}: expected one of {sorted(RATIO_FORMS)}")
+    rows = correct_sample_rows(samples_path)
+    if not rows:
+        raise DataError(f"{samples_path}: no correct sample to fine-tune on (rft keeps correct samples only)")
+    check_model_weights(policy_dir)
+    tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)
+    settings = train_settings(rl_cfg["train"], seed)
+    model = _load_policy(policy_dir, settings, trust_remote_code)
+    eos = tokenizer.eos_token_id
+    prompts = encode_prompts(tokenizer, [r["prompt"] for r in rows], chat_template=chat_template)
+    ys = [list(r["token_ids"]) + ([eos] if r["finish_reason"] == "stop" else []) or [eos] for r in rows]
+    ctx = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+    fits = [len(p) + len(y) <= ctx for p, y in zip(prompts, ys, strict=True)]
+    if not any(fits):
+        raise DataError(f"{samples_path}: no correct sample fits in the policy's context of {ctx} tokens")
+    if not all(fits):
+        log.warning("skipped %d correct samples longer than the policy's context (%d tokens)", fits.count(False), ctx)
+    prompts = [p for p, ok in zip(prompts, fits, strict=True) if ok]
+    ys = [y for y, ok in zip(ys, fits, strict=True) if ok]
+    from accelerate import PartialState
+
+    model.to(PartialState().device).eval()  # this process's device (accelerate places it again for training)
+    old = score_targets(model, prompts, ys, pad_token_id=tokenizer.pad_token_id, batch_tokens=batch_tokens,
+                        progress="rft-old-logprobs")
+    examples = [RLExample(p, y, [0.0] * len(y), [float(v) for v in lp], y, [1.0] * len(y))
+                for p, y, lp in zip(prompts, ys, old, strict=True)]
+    examples = method_examples(get_method("rft"), examples, [True] * len(examples))
+    card = _card(policy_dir, "rft", len(examples), settings, samples=str(samples_path),
+                 **{k: rl_cfg[k] for k in ("clip_eps", "imitation_coef", "ratio_form")})
+    loss_fn = functools.partial(rl_batch_loss, clip_eps=rl_cfg["clip_eps"], imitation_coef=rl_cfg["imitation_coef"],
+                                ratio_form=rl_cfg["ratio_form"])
+    log.info("rft round from %s: %d correct samples of %s: %s", policy_dir, len(examples), samples_path, settings)
+    return _train_and_save(model, examples, RLCollator(tokenizer.pad_token_id), loss_fn, settings, card=card,
+                           tokenizer=tokenizer, out_dir=out_dir, checkpoint_dir=checkpoint_dir,
+                           metrics_path=metrics_path, count_tokens=count_rl_tokens, description="rft")
+
+
 def sft_gold_update(
     problems_path: str | Path,
     policy_dir: str | Path,
@@ -147,11 +227,16 @@ def sft_gold_update(
     metrics_path: str | Path,
     trust_remote_code: bool = False,
     chat_template: bool = False,
+    match_labels: str | Path | None = None,
 ) -> dict[str, Any]:
     """The ``sft_gold`` baseline: continue SFT of ``policy_dir`` on the reference solutions of the problems
     ``draw["first"] .. draw["first"] + draw["problems"]`` of ``problems_path`` (the RL draw's problems), with
     the optimizer settings ``train_cfg`` (``rl.train`` with the method's learning rate), one example per
     problem: prompt -> gold solution + EOS, the loss on the solution's tokens only.
+
+    ``match_labels``: the label stage's ``metrics.json`` of the RL update this run is compared with; the run
+    then takes exactly that update's optimizer steps (``train.epochs`` over its ``labelled`` samples, the gold
+    solutions cycled), so both spend the same optimizer budget.
 
     A gain of RLMEC that this also gives is "more supervised training on gold data", not the method's.
     """
@@ -160,6 +245,11 @@ def sft_gold_update(
     check_model_weights(policy_dir)
     tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)
     settings = train_settings(train_cfg, seed)
+    if match_labels is not None:
+        labelled = json.loads(Path(match_labels).read_text()).get("labelled")
+        if not isinstance(labelled, int) or labelled < 1:
+            raise DataError(f"{match_labels}: no positive 'labelled' count to match the RL update's steps")
+        settings = replace(settings, schedule_examples=labelled)
     model = _load_policy(policy_dir, settings, trust_remote_code)
     max_length = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
     examples, report = gold_sft_examples(problems, get_adapter(adapter_name, prompt_template, chat_template), tokenizer,
@@ -170,7 +260,8 @@ def sft_gold_update(
         log.warning("skipped %d of %d gold solutions longer than %d tokens", report.skipped_too_long, len(problems),
                     max_length)
     card = _card(policy_dir, "sft_gold", len(examples), settings, problems=str(problems_path),
-                 draw={"first": first, "problems": len(problems)}, skipped_too_long=report.skipped_too_long)
+                 draw={"first": first, "problems": len(problems)}, skipped_too_long=report.skipped_too_long,
+                 matched_labels=None if match_labels is None else str(match_labels))
     log.info("sft_gold: SFT of %s on the gold solutions of %d problems (%s rows %d..%d): %s", policy_dir,
              len(examples), problems_path, first, first + len(problems) - 1, settings)
     return _train_and_save(model, examples, SFTCollator(tokenizer.pad_token_id),

@@ -95,11 +95,13 @@ def sample_policy(
     first: int = 0,
     limit: int | None = None,
     chat_template: bool = False,
+    exact: bool = False,
 ) -> dict[str, Any]:
     """Sample ``settings.n`` solutions for each of the problems ``first .. first + limit`` of
-    ``data_path`` (all from ``first`` on when ``limit`` is None) and write them to ``out_path``."""
+    ``data_path`` (all from ``first`` on when ``limit`` is None) and write them to ``out_path``; ``exact``:
+    the split must hold the whole range (a later round's fresh draw)."""
     adapter = get_adapter(adapter_name, prompt_template, chat_template)
-    problems = draw_problems(load_problems(data_path), first, limit, data_path)
+    problems = draw_problems(load_problems(data_path), first, limit, data_path, exact=exact)
     table, result = draw_samples(model_path, problems, adapter, settings, engine)
     write_parquet(table, out_path, SAMPLES)
     correct = table.column("correct").to_pylist()

@@ -56,12 +56,17 @@ class TrainSettings:
     keep_checkpoints: int = 1
     log_every: int = 10
     loss_normalization: str = "token"  # SFT losses: "token" (mean over target tokens) or "example"
+    # Take the optimizer steps that `epochs` over this many examples would take, whatever the dataset's size
+    # (cycling it): sft_gold trains as many steps as the RL update it is compared with. None: the dataset's size.
+    schedule_examples: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError(f"epochs, lr, batch_size and grad_accum must be positive: {self}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.schedule_examples is not None and self.schedule_examples < 1:
+            raise ValueError(f"schedule_examples must be >= 1 or None, got {self.schedule_examples}")
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,26 @@ def count_optimizer_steps(total_micro: int, per_epoch: int, accum: int) -> int:
     return full * math.ceil(per_epoch / accum) + math.ceil(rest / accum)
 
 
+def planned_micro_batches(settings: TrainSettings, dataset_size: int, processes: int = 1) -> tuple[int, int, int]:
+    """``(batches_per_epoch, total_micro, total_steps)`` of a run over ``dataset_size`` examples.
+
+    The optimizer steps are those of ``settings.epochs`` over ``settings.schedule_examples`` examples when it
+    is set (else over the dataset); the micro-batches are then the fewest over the real dataset (cycled in
+    epochs) that make exactly that many optimizer steps under ``_accumulation_group``'s grouping.
+    """
+    per_step = settings.batch_size * processes
+    per_epoch = math.ceil(dataset_size / per_step)
+    scheduled = settings.schedule_examples or dataset_size
+    sched_per_epoch = math.ceil(scheduled / per_step)
+    total_steps = count_optimizer_steps(math.ceil(settings.epochs * sched_per_epoch), sched_per_epoch,
+                                        settings.grad_accum)
+    if settings.schedule_examples is None:
+        return per_epoch, math.ceil(settings.epochs * per_epoch), total_steps
+    steps_per_epoch = math.ceil(per_epoch / settings.grad_accum)
+    full, rest = divmod(total_steps, steps_per_epoch)
+    return per_epoch, full * per_epoch + rest * settings.grad_accum, total_steps
+
+
 def _records_up_to(path: Path, step: int) -> list[str]:
     """JSONL lines of ``path`` logged at or before ``step`` (a resumed run re-logs the later ones)."""
     if not path.exists():
@@ -262,9 +287,7 @@ def train(
             model.config.use_cache = False
     count_tokens = count_tokens or (lambda b: int(b["attention_mask"].sum()))
 
-    batches_per_epoch = math.ceil(len(dataset) / (settings.batch_size * accelerator.num_processes))
-    total_micro = math.ceil(settings.epochs * batches_per_epoch)
-    total_steps = count_optimizer_steps(total_micro, batches_per_epoch, settings.grad_accum)
+    batches_per_epoch, total_micro, total_steps = planned_micro_batches(settings, len(dataset), accelerator.num_processes)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:

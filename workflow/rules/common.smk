@@ -1,6 +1,7 @@
 # Paths and helpers shared by every rule file.
-import math
 import json
+import math
+import re
 from pathlib import Path
 
 RUN = config["run"]
@@ -68,6 +69,7 @@ def final_targets():
         *eval_metrics("sft_gold"),
         *eval_metrics("rlmec"),
         f"{RESULTS}/grm/quality.json",
+        *([f"{RESULTS}/rounds/table.md"] if ROUNDS > 1 else []),  # every round of rlmec and sft_gold, evaluated
         f"{RESULTS}/report.html",
     ]
 
@@ -175,6 +177,121 @@ def print_summary():
         print(f"\nRLMEC run '{RUN}': greedy accuracy ({100 * config['evaluate']['confidence']:.0f}% Wilson CI)")
         print("\n".join(rows))
         print(f"  outputs: {RESULTS}/\n")
+
+
+# -- rounds (rounds.smk): round r >= 2 trains every chain from its round r-1 policy on a fresh draw -------------
+ROUNDS = config["rounds"]
+REFRESH = config["grm"]["refresh"]["teacher_budget"]  # None: the round-1 GRM serves every round
+ROUND_SEED_STRIDE = 1000  # round r's sampling seeds: the round-1 seed + 1000 (r - 1)
+_RUN_NAME = re.compile(r"(?P<method>[a-z_]+?)_lr(?P<lr>[0-9][0-9.e+-]*)_s(?P<seed>[0-9]+)")
+
+
+def parse_run(name):
+    """``(method, lr, seed)`` of a policy name made by method_policy (``rlmec``, ``sft_gold`` or
+    ``<method>_lr<lr>_s<seed>``)."""
+    if name == "rlmec":
+        return "rlmec", float(config["rl"]["train"]["lr"]), config["seed"]
+    if name == "sft_gold":
+        return "sft_gold", method_lr("sft_gold"), config["seed"]
+    m = _RUN_NAME.fullmatch(name)
+    if m is None:
+        raise ValueError(f"{name!r} is not a run name (<method>_lr<lr>_s<seed>)")
+    return m["method"], float(m["lr"]), int(m["seed"])
+
+
+def round_policy(name, r):
+    """The policy of chain ``name`` after round ``r`` (0: the starting policy; 1: the one-round run)."""
+    r = int(r)
+    if r == 0:
+        return policy_dir("sft")
+    return policy_dir(name) if r == 1 else f"{RESULTS}/round{r}/policy/{name}"
+
+
+def round_policy_input(name, r):
+    return policy_requirement("sft") if int(r) == 0 else round_policy(name, r)
+
+
+def round_eval(name, r, split):
+    r = int(r)
+    if r == 0:
+        return f"{RESULTS}/eval/sft/{split}/metrics.json"
+    return f"{RESULTS}/eval/{name}/{split}/metrics.json" if r == 1 else f"{RESULTS}/round{r}/eval/{name}/{split}/metrics.json"
+
+
+def round_draw(r):
+    """Round r's problems: sample.draws.rl shifted by (r - 1) draws; later rounds need the whole range."""
+    rl = SAMPLE["draws"]["rl"]
+    if int(r) == 1:
+        return canonical(rl)
+    return canonical({"first": rl["first"] + (int(r) - 1) * rl["problems"], "problems": rl["problems"], "exact": True})
+
+
+def round_samples(name, r):
+    """Samples labelled in round r: the starting policy's draw in round 1, the chain's own after."""
+    if int(r) == 1:
+        return f"{RESULTS}/samples/sft/{GRM['rewrite_draw']}.parquet"
+    return f"{RESULTS}/round{r}/samples/{name}.parquet"
+
+
+def round_grm(name, r):
+    """The GRM that rewrites and labels round r of chain ``name``."""
+    if int(r) == 1 or not REFRESH:
+        return f"{RESULTS}/grm/model"
+    return f"{RESULTS}/round{r}/grm/{name}/model"
+
+
+def round_labels(name, r, kind="token_rewards.parquet"):
+    return f"{RESULTS}/label/{kind}" if int(r) == 1 else f"{RESULTS}/round{r}/label/{name}/{kind}"
+
+
+def matched_rlmec(name):
+    """The RLMEC chain whose optimizer steps an sft_gold chain matches: the same seed."""
+    return method_policy("rlmec", parse_run(name)[2])
+
+
+def round_chains(methods, seeds):
+    """(method, seed, name) of every chain: its round-1 policy name is the one-round run's."""
+    return [(m, s, method_policy(m, s)) for m in methods for s in seeds]
+
+
+def rounds_params(chains):
+    """The rounds table's input description (rlmec_core.rounds.build_rounds)."""
+    splits = config["evaluate"]["splits"]
+    return [{"method": m, "seed": s, "lr": method_lr(m) if m != "rlmec" else parse_run(name)[1],
+             "policies": [round_policy(name, r) for r in range(ROUNDS + 1)],
+             "metrics": [{sp: round_eval(name, r, sp) for sp in splits} for r in range(ROUNDS + 1)]}
+            for m, s, name in chains]
+
+
+def rounds_grm_quality(chains):
+    if not REFRESH:
+        return []
+    return [{"round": r, "method": m, "seed": s, "refreshed": f"{RESULTS}/round{r}/grm/{name}/quality.json",
+             "stale": f"{RESULTS}/round{r}/grm/{name}/quality_stale.json"}
+            for m, s, name in chains if m == "rlmec" for r in range(2, ROUNDS + 1)]
+
+
+def rounds_inputs(chains):
+    """Every file the rounds table reads."""
+    return [*(p for c in rounds_params(chains) for by_split in c["metrics"] for p in by_split.values()),
+            *(q[k] for q in rounds_grm_quality(chains) for k in ("refreshed", "stale"))]
+
+
+DEFAULT_CHAINS = [("rlmec", config["seed"], "rlmec"), ("sft_gold", config["seed"], "sft_gold")]
+
+
+def check_rounds():
+    """Planning-time check: later rounds need a fixed-size rl draw, and the demo's split must hold them."""
+    if ROUNDS == 1:
+        return
+    rl = SAMPLE["draws"]["rl"]
+    if rl["problems"] is None:
+        raise ValueError("rounds > 1 needs sample.draws.rl.problems (each round draws that many fresh problems)")
+    need = rl["first"] + ROUNDS * rl["problems"]
+    if TASK["adapter"] == "arith" and need > TASK["synth"]["n_train"]:
+        raise ValueError(f"rounds={ROUNDS}: the rounds' fresh draws need {need} problems of the train split "
+                         f"(sample.draws.rl first={rl['first']}, problems={rl['problems']}) but task.synth.n_train "
+                         f"is {TASK['synth']['n_train']}; lower rounds or sample.draws.rl.problems")
 
 
 # -- the evaluation suite (eval_suite.smk) ------------------------------------------------------------------

@@ -83,70 +83,6 @@ rule method_grpo:
         "../scripts/grpo.py"
 
 
-# A second RLMEC round (not in the paper): the RLMEC policy samples the rl draw again, the GRM rewrites and
-# labels those samples, and RLMEC trains again from the RLMEC policy.
-use rule grm_rewrite as grm_rewrite_round2 with:
-    input:
-        model=f"{RESULTS}/grm/model",
-        samples=f"{RESULTS}/samples/rlmec/rl.parquet",
-        problems=f"{DATA}/{SAMPLE['split']}.parquet",
-    output:
-        rewrites=f"{RESULTS}/round2/rewrites.parquet",
-        metrics=f"{RESULTS}/round2/rewrites_metrics.json",
-    log:
-        f"{LOGS}/grm_rewrite_round2.log",
-    benchmark:
-        f"{BENCH}/grm_rewrite_round2.tsv"
-
-
-use rule label as label_round2 with:
-    input:
-        grm=f"{RESULTS}/grm/model",
-        policy=f"{RESULTS}/policy/rlmec",
-        rewrites=f"{RESULTS}/round2/rewrites.parquet",
-        samples=f"{RESULTS}/samples/rlmec/rl.parquet",
-    output:
-        labels=f"{RESULTS}/round2/token_rewards.parquet",
-        metrics=f"{RESULTS}/round2/label_metrics.json",
-    params:
-        policy=lambda wc: policy_dir("rlmec"),
-        label=canonical(LABEL),
-        grm=canonical({k: GRM[k] for k in ("prompts",)}),
-        adapter=TASK["adapter"],
-        chat_template=TASK["chat_template"],
-        engine=canonical(config["engine"]),
-    log:
-        f"{LOGS}/label_round2.log",
-    benchmark:
-        f"{BENCH}/label_round2.tsv"
-
-
-use rule method_rl as method_round2 with:
-    input:
-        labels=f"{RESULTS}/round2/token_rewards.parquet",
-        samples=f"{RESULTS}/samples/rlmec/rl.parquet",
-        policy=f"{RESULTS}/policy/rlmec",
-    output:
-        model=directory(f"{RESULTS}/policy/rlmec_2rounds_lr{{lr}}_s{{seed}}"),
-        metrics=f"{RESULTS}/train_logs/rlmec_2rounds_lr{{lr}}_s{{seed}}.jsonl",
-    params:
-        policy=lambda wc: policy_dir("rlmec"),
-        rl=lambda wc: rl_with_lr(wc.lr),
-        method="rlmec",
-        instance_rewards=COMPARE["instance_rewards"],
-        dpo_beta=COMPARE["dpo_beta"],
-        seed=lambda wc: int(wc.seed),
-        trust_remote_code=config["engine"]["trust_remote_code"],
-        checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/rlmec_2rounds_lr{wc.lr}_s{wc.seed}",
-    wildcard_constraints:
-        lr=LR_PATTERN,
-        seed=r"\d+",
-    log:
-        f"{LOGS}/method_rl/rlmec_2rounds_lr{{lr}}_s{{seed}}.log",
-    benchmark:
-        f"{BENCH}/method_rl/rlmec_2rounds_lr{{lr}}_s{{seed}}.tsv"
-
-
 rule compare_table:
     input:
         metrics=[path for run in compare_run_files() for path in run["metrics"].values()],
@@ -200,12 +136,15 @@ rule compare_sweep:
         "../scripts/compare_sweep.py"
 
 
-# The run report with the comparison as its main table (the default target's report.html stays single-run).
+# The run report with the comparison as its main table (the default target's report.html stays single-run),
+# and with rounds > 1 the comparison by round.
 use rule report as report_compare with:
     input:
-        **rules.report.input,
+        **{k: v for k, v in rules.report.input.items() if k not in ("rounds", "rounds_chart")},
         comparison=f"{RESULTS}/compare/table.json",
         comparison_chart=f"{RESULTS}/compare/accuracy.png",
+        **({"rounds": f"{RESULTS}/compare/rounds.json", "rounds_chart": f"{RESULTS}/compare/accuracy_by_round.png"}
+           if ROUNDS > 1 else {}),
     output:
         html=report(f"{RESULTS}/compare/report.html", caption="../report/report.rst", category="Comparison"),
         md=f"{RESULTS}/compare/summary.md",
@@ -221,9 +160,11 @@ use rule report as report_compare with:
         f"{BENCH}/report_compare.tsv"
 
 
-# `snakemake --cores all compare`: every method over every seed, the table, its chart and the report.
+# `snakemake --cores all compare`: every method over every seed, the table, its chart and the report
+# (with rounds > 1 also every round of compare.rounds.methods: compare/rounds.md).
 rule compare:
     input:
         rules.compare_table.output,
         rules.report_compare.output,
+        [f"{RESULTS}/compare/rounds.md"] if ROUNDS > 1 else [],
     localrule: True

@@ -16,6 +16,8 @@ rule report:
             f"{RESULTS}/train_logs/rl.jsonl",
         ],
         token_rewards=f"{RESULTS}/label/token_rewards.parquet",
+        **({"rounds": f"{RESULTS}/rounds/table.json", "rounds_chart": f"{RESULTS}/rounds/accuracy_by_round.png"}
+           if ROUNDS > 1 else {}),
     output:
         html=report(f"{RESULTS}/report.html", caption="../report/report.rst", category="RLMEC"),
         md=report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="RLMEC"),

@@ -28,14 +28,16 @@ rule rl:
 
 
 # The strongest simple baseline, in the default target: more SFT of the starting policy on the gold reference
-# solutions of the problems the RL draw covers, with rl.train's optimizer, epochs and batch and the learning
-# rate chosen on the validation split (compare.lr.sft_gold). `policy/sft_gold` is the run of the config's seed
+# solutions of the problems the RL draw covers, with rl.train's optimizer and batch, the optimizer steps of the
+# RL update (rl.train.epochs over the labelled samples, the gold solutions cycled) and the learning rate chosen
+# on the validation split (compare.lr.sft_gold). `policy/sft_gold` is the run of the config's seed
 # at that lr; the comparison's other seeds and the sweep's lrs are `policy/sft_gold_lr<lr>_s<seed>`.
 # (the runs' lr, seed and name: sft_gold_run in common.smk)
 rule sft_gold:
     input:
         data=f"{DATA}/{SAMPLE['split']}.parquet",
         policy=policy_requirement("sft"),
+        match_labels=f"{RESULTS}/label/metrics.json",  # as many optimizer steps as the RL update on these labels
     output:
         model=directory(f"{RESULTS}/policy/sft_gold"),
         metrics=f"{RESULTS}/train_logs/sft_gold.jsonl",

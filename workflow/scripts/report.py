@@ -26,6 +26,8 @@ def main(smk) -> None:
             kept_weight=smk.params.label["kept_weight"],
             comparison=smk.input.get("comparison"),
             comparison_chart=smk.input.get("comparison_chart"),
+            rounds=smk.input.get("rounds"),
+            rounds_chart=smk.input.get("rounds_chart"),
         )
 
 

@@ -21,6 +21,7 @@ def main(smk) -> None:
             engine=engine_settings(smk.params.engine),
             first=smk.params.draw["first"],
             limit=smk.params.draw["problems"],
+            exact=smk.params.draw.get("exact", False),
         )
 
 

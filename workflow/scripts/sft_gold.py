@@ -13,7 +13,7 @@ def main(smk) -> None:
             "prompt_template": smk.params.prompt_template, "chat_template": smk.params.chat_template,
             "train_cfg": plain(smk.params.train),
             "seed": smk.params.seed, "checkpoint_dir": smk.params.checkpoint_dir, "metrics_path": smk.output.metrics,
-            "trust_remote_code": smk.params.trust_remote_code,
+            "trust_remote_code": smk.params.trust_remote_code, "match_labels": smk.input.get("match_labels"),
         }, smk.config.get("launch"))
 
 
