@@ -409,3 +409,68 @@ def test_sft_gold_trains_on_the_gold_solutions_of_exactly_the_rl_draw(demo_polic
         sft_gold_update(demo_task["train"], demo_policy, tmp_path / "none", draw={"first": 5000, "problems": 10},
                         adapter_name="arith", prompt_template=None, train_cfg=train, seed=0,
                         checkpoint_dir=tmp_path / "c2", metrics_path=tmp_path / "none.jsonl")
+
+
+# -- the baselines of iterative RLMEC (rounds) ------------------------------------------------------------------
+def test_rft_round_examples_equal_those_of_the_label_path(labelled, tmp_path):
+    """Iterated RFT builds its examples from a draw's samples without the GRM: the same correct samples, prompt
+    ids, target y (EOS when stopped), imitation weights and old log-probs as `rl_update(method="rft")` takes
+    from the label stage's table of that draw."""
+    from rlmec_core.methods import get_method, method_examples
+    from rlmec_core.stages.rl import correct_sample_rows, load_labelled, rft_examples, rft_update
+
+    rows = correct_sample_rows(labelled["samples"])
+    tok = AutoTokenizer.from_pretrained(str(labelled["policy"]))
+    model = AutoModelForCausalLM.from_pretrained(str(labelled["policy"]))
+    mine = rft_examples(rows, tok, model, chat_template=False)
+    examples, correct = load_labelled(labelled["labels"])
+    theirs = method_examples(get_method("rft"), examples, correct)
+    # the label stage also drops samples whose GRM prompt overflows the GRM's context; rft has no GRM prompt
+    assert len(mine) == len(rows) >= len(theirs) == sum(correct) > 0
+    by_key = {(tuple(e.prompt_ids), tuple(e.token_ids)): e for e in mine}
+    for other in theirs:
+        e = by_key[(tuple(other.prompt_ids), tuple(other.token_ids))]
+        assert e.imitation_ids == other.imitation_ids == e.token_ids
+        assert e.imitation_weights == other.imitation_weights == [1.0] * len(e.token_ids)
+        assert e.rewards == other.rewards == [0.0] * len(e.token_ids)
+        np.testing.assert_allclose(e.old_logprobs, other.old_logprobs, atol=1e-5)
+
+    rl = cfg("rl", train={"epochs": 1, "lr": 1e-3, "batch_size": 8, "log_every": 1})
+    card = rft_update(labelled["samples"], labelled["policy"], tmp_path / "rft", rl_cfg=rl, seed=0,
+                      checkpoint_dir=tmp_path / "ckpt", metrics_path=tmp_path / "rft.jsonl")
+    assert card["method"] == "rft" and card["train_examples"] == len(mine)
+    first = json.loads((tmp_path / "rft.jsonl").read_text().splitlines()[0])
+    assert first["ratio_mean"] == pytest.approx(1.0, abs=1e-4) and first["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+
+    rows = read_parquet(labelled["samples"], SAMPLES).to_pylist()
+    for r in rows:
+        r["correct"] = False
+    write_parquet(pa.Table.from_pylist(rows, schema=SAMPLES), tmp_path / "wrong.parquet", SAMPLES)
+    with pytest.raises(DataError, match=r"wrong.parquet: no correct sample to fine-tune on"):
+        rft_update(tmp_path / "wrong.parquet", labelled["policy"], tmp_path / "none", rl_cfg=rl, seed=0,
+                   checkpoint_dir=tmp_path / "c2", metrics_path=tmp_path / "none.jsonl")
+
+
+def test_sft_gold_takes_the_optimizer_steps_of_the_rl_update_it_is_compared_with(labelled, demo_task, tmp_path):
+    """With match_labels, sft_gold trains exactly as many optimizer steps as the RL update on those labels,
+    whatever the number of gold solutions (they are cycled)."""
+    from rlmec_core.stages.rl import sft_gold_update
+
+    rl = cfg("rl", train={"epochs": 2, "lr": 1e-3, "batch_size": 8, "log_every": 1, "checkpoint_every": 0})
+    rl_card = rl_update(labelled["labels"], labelled["policy"], tmp_path / "rlmec", rl_cfg=rl, seed=0,
+                        checkpoint_dir=tmp_path / "c1", metrics_path=tmp_path / "rl.jsonl")
+    n = labelled["metrics"]["labelled"]
+    assert rl_card["steps"] == 2 * math.ceil(n / 8)
+    for problems in (5, n, 3 * n):  # fewer, as many and more gold solutions than labelled samples
+        card = sft_gold_update(demo_task["train"], labelled["policy"], tmp_path / f"gold{problems}",
+                               draw={"first": 0, "problems": problems}, adapter_name="arith",
+                               prompt_template="Question: {question}\nAnswer:\n", train_cfg=rl["train"], seed=0,
+                               checkpoint_dir=tmp_path / f"c{problems}", metrics_path=tmp_path / f"g{problems}.jsonl",
+                               match_labels=labelled["dir"] / "metrics.json")
+        assert card["steps"] == rl_card["steps"], problems
+        assert card["train_examples"] == problems and card["matched_labels"].endswith("metrics.json")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(DataError, match=r"bad.json: no positive 'labelled' count"):
+        sft_gold_update(demo_task["train"], labelled["policy"], tmp_path / "bad", draw={"first": 0, "problems": 5},
+                        adapter_name="arith", prompt_template=None, train_cfg=rl["train"], seed=0,
+                        checkpoint_dir=tmp_path / "cb", metrics_path=tmp_path / "b.jsonl", match_labels=tmp_path / "bad.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -251,3 +252,35 @@ def test_evaluation_does_not_change_the_training_run(tmp_path):
                                  noisy)
     plain, _ = run(tmp_path, "plain", VAL_SETTINGS)
     assert_same_weights(with_eval["state_dict"], plain.state_dict())
+
+
+def _naive_steps(total_micro: int, per_epoch: int, accum: int) -> int:
+    """Optimizer steps of ``total_micro`` micro-batches: a step after every ``accum`` micro-batches of an epoch
+    and after an epoch's (or the run's) last one."""
+    steps = pending = 0
+    for micro in range(total_micro):
+        pending += 1
+        end_of_epoch = (micro + 1) % per_epoch == 0 or micro + 1 == total_micro
+        if pending == accum or end_of_epoch:
+            steps, pending = steps + 1, 0
+    return steps
+
+
+@pytest.mark.parametrize("dataset,scheduled,batch,accum,epochs,processes", [
+    (100, None, 8, 1, 2.0, 1), (100, 300, 8, 1, 2.0, 1), (100, 37, 8, 1, 2.0, 1), (100, 300, 8, 3, 1.5, 1),
+    (50, 513, 4, 2, 3.0, 2), (7, 1000, 16, 4, 0.5, 1), (1000, 10, 32, 1, 1.0, 1), (33, 33, 8, 2, 2.0, 1),
+])
+def test_planned_micro_batches_equal_a_naive_count(dataset, scheduled, batch, accum, epochs, processes):
+    """schedule_examples: the run over `dataset` examples takes exactly the optimizer steps of `epochs` over
+    `scheduled` examples, with the most micro-batches that make exactly them (full accumulation groups; a
+    brute-force count is the twin)."""
+    from rlmec_core.train.loop import TrainSettings, planned_micro_batches
+
+    settings = TrainSettings(epochs=epochs, batch_size=batch, grad_accum=accum, schedule_examples=scheduled)
+    per_epoch, total_micro, total_steps = planned_micro_batches(settings, dataset, processes)
+    assert per_epoch == math.ceil(dataset / (batch * processes))
+    sched_per_epoch = math.ceil((scheduled or dataset) / (batch * processes))
+    want_steps = _naive_steps(math.ceil(epochs * sched_per_epoch), sched_per_epoch, accum)
+    want_micro = next(m for m in range(1, 10**6) if _naive_steps(m + 1, per_epoch, accum) > want_steps)
+    assert (total_micro, total_steps) == (want_micro, want_steps)
+    assert _naive_steps(total_micro, per_epoch, accum) == total_steps

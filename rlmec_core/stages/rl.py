@@ -150,6 +150,39 @@ def correct_sample_rows(samples_path: str | Path) -> list[dict[str, Any]]:
     return kept
 
 
+def rft_examples(rows: Sequence[Mapping[str, Any]], tokenizer, model: torch.nn.Module, *, chat_template: bool,
+                 batch_tokens: int = 16384, where: str | Path = "samples") -> list[RLExample]:
+    """The ``rft`` examples of correct sample rows (``SAMPLES`` columns; :func:`correct_sample_rows`).
+
+    Per row: prompt ids = the prompt encoded as the sampler encoded it; ``y`` = the sampled token ids + EOS
+    when the sample stopped by itself (``[EOS]`` for an empty one); ``r_t = 0``; the old log-probs
+    ``log pi(y_t | x, y_<t)`` of ``model`` from ``score_targets`` (the label stage's function); the
+    imitation target ``y`` with weight 1 on every token. Rows whose prompt + ``y`` exceed the model's context
+    are skipped and counted in a warning; none fitting raises ``DataError`` naming ``where``.
+    """
+    from accelerate import PartialState
+
+    from rlmec_core.scoring import score_targets
+
+    eos = tokenizer.eos_token_id
+    prompts = encode_prompts(tokenizer, [r["prompt"] for r in rows], chat_template=chat_template)
+    ys = [list(r["token_ids"]) + ([eos] if r["finish_reason"] == "stop" else []) or [eos] for r in rows]
+    ctx = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+    fits = [len(p) + len(y) <= ctx for p, y in zip(prompts, ys, strict=True)]
+    if not any(fits):
+        raise DataError(f"{where}: no correct sample fits in the policy's context of {ctx} tokens")
+    if not all(fits):
+        log.warning("skipped %d correct samples longer than the policy's context (%d tokens)", fits.count(False), ctx)
+    prompts = [p for p, ok in zip(prompts, fits, strict=True) if ok]
+    ys = [y for y, ok in zip(ys, fits, strict=True) if ok]
+    model.to(PartialState().device).eval()  # this process's device (accelerate places it again for training)
+    old = score_targets(model, prompts, ys, pad_token_id=tokenizer.pad_token_id, batch_tokens=batch_tokens,
+                        progress="rft-old-logprobs")
+    examples = [RLExample(p, y, [0.0] * len(y), [float(v) for v in lp], y, [1.0] * len(y))
+                for p, y, lp in zip(prompts, ys, old, strict=True)]
+    return method_examples(get_method("rft"), examples, [True] * len(examples))
+
+
 def rft_update(
     samples_path: str | Path,
     policy_dir: str | Path,
@@ -173,8 +206,6 @@ def rft_update(
     The examples equal those ``rl_update(method="rft")`` builds from the label stage's table of the same
     draw; this path needs no GRM, so every round of the baseline costs sampling and training only.
     """
-    from rlmec_core.scoring import score_targets
-
     if rl_cfg["ratio_form"] not in RATIO_FORMS:
         raise DataError(f"rl.ratio_form={rl_cfg['ratio_form']!r}: expected one of {sorted(RATIO_FORMS)}")
     rows = correct_sample_rows(samples_path)
@@ -184,25 +215,8 @@ def rft_update(
     tokenizer = load_tokenizer(policy_dir, trust_remote_code=trust_remote_code)
     settings = train_settings(rl_cfg["train"], seed)
     model = _load_policy(policy_dir, settings, trust_remote_code)
-    eos = tokenizer.eos_token_id
-    prompts = encode_prompts(tokenizer, [r["prompt"] for r in rows], chat_template=chat_template)
-    ys = [list(r["token_ids"]) + ([eos] if r["finish_reason"] == "stop" else []) or [eos] for r in rows]
-    ctx = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
-    fits = [len(p) + len(y) <= ctx for p, y in zip(prompts, ys, strict=True)]
-    if not any(fits):
-        raise DataError(f"{samples_path}: no correct sample fits in the policy's context of {ctx} tokens")
-    if not all(fits):
-        log.warning("skipped %d correct samples longer than the policy's context (%d tokens)", fits.count(False), ctx)
-    prompts = [p for p, ok in zip(prompts, fits, strict=True) if ok]
-    ys = [y for y, ok in zip(ys, fits, strict=True) if ok]
-    from accelerate import PartialState
-
-    model.to(PartialState().device).eval()  # this process's device (accelerate places it again for training)
-    old = score_targets(model, prompts, ys, pad_token_id=tokenizer.pad_token_id, batch_tokens=batch_tokens,
-                        progress="rft-old-logprobs")
-    examples = [RLExample(p, y, [0.0] * len(y), [float(v) for v in lp], y, [1.0] * len(y))
-                for p, y, lp in zip(prompts, ys, old, strict=True)]
-    examples = method_examples(get_method("rft"), examples, [True] * len(examples))
+    examples = rft_examples(rows, tokenizer, model, chat_template=chat_template, batch_tokens=batch_tokens,
+                            where=samples_path)
     card = _card(policy_dir, "rft", len(examples), settings, samples=str(samples_path),
                  **{k: rl_cfg[k] for k in ("clip_eps", "imitation_coef", "ratio_form")})
     loss_fn = functools.partial(rl_batch_loss, clip_eps=rl_cfg["clip_eps"], imitation_coef=rl_cfg["imitation_coef"],

@@ -200,8 +200,9 @@ def planned_micro_batches(settings: TrainSettings, dataset_size: int, processes:
     """``(batches_per_epoch, total_micro, total_steps)`` of a run over ``dataset_size`` examples.
 
     The optimizer steps are those of ``settings.epochs`` over ``settings.schedule_examples`` examples when it
-    is set (else over the dataset); the micro-batches are then the fewest over the real dataset (cycled in
-    epochs) that make exactly that many optimizer steps under ``_accumulation_group``'s grouping.
+    is set (else over the dataset); the micro-batches are then the most over the real dataset (cycled in
+    epochs) that make exactly that many optimizer steps under ``_accumulation_group``'s grouping (the last
+    accumulation group full).
     """
     per_step = settings.batch_size * processes
     per_epoch = math.ceil(dataset_size / per_step)
