@@ -33,7 +33,6 @@ ATTRIBUTION = (
     ("the RL term on top of the imitation term", "rlmec", "rlmec_imitation_only"),
     ("the imitation term on top of the RL term", "rlmec", "rlmec_no_imitation"),
     ("the GRM's labels instead of the teacher's", "rlmec", "rlmec_teacher_rewrites"),
-    ("a second round", "rlmec_2rounds", "rlmec"),
 )
 
 

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -197,22 +198,73 @@ def test_the_grm_can_rewrite_the_teachers_draw_instead_of_a_fresh_one(smoke_run)
     assert "samples/sft/rl.parquet" not in proc.stdout
 
 
+def test_three_rounds_resume_after_a_kill_in_any_round(smoke_run, tmp_path):
+    """`rounds: 3` with the GRM refreshed, on top of the finished smoke run: killed in round 2 and again in
+    round 3, each rerun finishes what was cut and redoes nothing that was done; round r samples fresh problems
+    with the round r-1 policy, the GRM is trained further each round, sft_gold takes RLMEC's optimizer steps,
+    and the report shows accuracy by round."""
+    from killing import job_running, kill_group, start
+
+    work = tmp_path / "work"
+    shutil.copytree(smoke_run[0], work, symlinks=True)
+    (work / "rounds3.yaml").write_text(yaml.safe_dump({"rounds": 3, "grm": {"refresh": {"teacher_budget": 40}}}))
+    cmd = [str(BIN / "snakemake"), "--cores", "2", "--configfile", "config/smoke.yaml", "rounds3.yaml"]
+    res = work / "results" / "smoke"
+    round1 = (res / "policy" / "rlmec" / "model.safetensors").stat().st_mtime_ns
+
+    def kill_in_round(r: int, marker: str) -> bool:
+        """Run until round r's `marker` exists while a job runs, then SIGKILL everything; whether a job ran."""
+        proc = start(cmd, work, log_path=tmp_path / f"kill{r}.log")
+        deadline = time.monotonic() + 900
+        while not ((res / f"round{r}" / marker).exists() and job_running(proc.pid)):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / f"kill{r}.log").read_text()[-3000:]
+            time.sleep(0.02)
+        return kill_group(proc)
+
+    assert kill_in_round(2, "samples/rlmec.parquet")  # in round 2, after its sampling
+    done_in_round2 = (res / "round2" / "samples" / "rlmec.parquet").stat().st_mtime_ns
+    assert kill_in_round(3, "grm/rlmec/data.parquet")  # in round 3, as the GRM refresh trains
+    round2_policy = (res / "round2" / "policy" / "rlmec" / "model.safetensors").stat().st_mtime_ns
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    # nothing finished before a kill ran again
+    assert (res / "policy" / "rlmec" / "model.safetensors").stat().st_mtime_ns == round1
+    assert (res / "round2" / "samples" / "rlmec.parquet").stat().st_mtime_ns == done_in_round2
+    assert (res / "round2" / "policy" / "rlmec" / "model.safetensors").stat().st_mtime_ns == round2_policy
+
+    train_ids = pq.read_table(work / "data" / "arith_smoke" / "train.parquet").column("id").to_pylist()
+    for r in (2, 3):
+        ids = set(pq.read_table(res / f"round{r}" / "samples" / "rlmec.parquet").column("problem_id").to_pylist())
+        assert ids == set(train_ids[100 * r: 100 * (r + 1)]), r  # a fresh draw: rl's 100 problems shifted
+        card = json.loads((res / f"round{r}" / "policy" / "rlmec" / "rlmec_model.json").read_text())
+        assert card["init_model"] == ("results/smoke/policy/rlmec" if r == 2 else "results/smoke/round2/policy/rlmec")
+        grm = json.loads((res / f"round{r}" / "grm" / "rlmec" / "model" / "rlmec_model.json").read_text())
+        assert grm["init_model"] == ("results/smoke/grm/model" if r == 2 else "results/smoke/round2/grm/rlmec/model")
+        gold = json.loads((res / f"round{r}" / "policy" / "sft_gold" / "rlmec_model.json").read_text())
+        assert gold["steps"] == card["steps"] and gold["draw"] == {"first": 100 * r, "problems": 100}
+    table = json.loads((res / "rounds" / "table.json").read_text())
+    assert table["rounds"] == 3 and list(table["methods"]) == ["rlmec", "sft_gold"]
+    assert [q["round"] for q in table["grm"]] == [2, 3]
+    assert 'id="accuracy-by-round"' in (res / "report.html").read_text()
+    again = subprocess.run([*cmd, "-n"], cwd=work, capture_output=True, text=True)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
 def test_compare_target_runs_every_method_on_the_same_samples(smoke_run):
     work, _ = smoke_run
     plan = snakemake(work, "compare", "-n", "--configfile", "config/smoke.yaml")
     assert plan.returncode == 0, plan.stderr
     jobs = planned_jobs(plan.stdout + plan.stderr)
-    # 11 trained methods x 1 seed, the default target's rlmec and sft_gold runs reused; the teacher-rewrite
-    # ablation needs its own labels, the second round its own samples, GRM rewrites and labels; the lr sweep
-    # (instance_rl at 1e-3 = its compared run, and at 3e-4) adds one training run and two validation evaluations
-    assert jobs == {"label_teacher": 1, "method_rl": 8, "method_grpo": 1, "sample": 1, "grm_rewrite_round2": 1,
-                    "label_round2": 1, "method_round2": 1, "evaluate": 11, "compare_sweep": 1, "compare_table": 1,
-                    "report_compare": 1, "compare": 1}
+    # 10 trained methods x 1 seed, the default target's rlmec and sft_gold runs reused; the teacher-rewrite
+    # ablation needs its own labels; the lr sweep (instance_rl at 1e-3 = its compared run, and at 3e-4) adds one
+    # training run and two validation evaluations
+    assert jobs == {"label_teacher": 1, "method_rl": 8, "method_grpo": 1, "evaluate": 10, "compare_sweep": 1,
+                    "compare_table": 1, "report_compare": 1, "compare": 1}
     proc = snakemake(work, "compare", "--configfile", "config/smoke.yaml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     table = json.loads((work / "results" / "smoke" / "compare" / "table.json").read_text())
     methods = ["sft", "sft_gold", "rft", "instance_rl", "instance_rl_no_imitation", "dpo", "grpo", "rlmec",
-               "rlmec_no_imitation", "rlmec_imitation_only", "rlmec_teacher_rewrites", "rlmec_2rounds"]
+               "rlmec_no_imitation", "rlmec_imitation_only", "rlmec_teacher_rewrites"]
     assert set(table["methods"]) == set(methods)
     main_table = (work / "results" / "smoke" / "compare" / "table.md").read_text().split("## Learning rates")[0]
     rows = [line.split("`")[1] for line in main_table.splitlines() if line.startswith("| `")]
@@ -230,6 +282,6 @@ def test_compare_target_runs_every_method_on_the_same_samples(smoke_run):
     assert (work / "results" / "smoke" / "compare" / "table.md").read_text().startswith("# Methods compared")
     page = (work / "results" / "smoke" / "compare" / "report.html").read_text()
     assert page.index('id="methods-compared"') < page.index('id="accuracy"')  # the comparison is the main table
-    assert "rlmec_2rounds" in page and "data:image/png;base64," in page
+    assert "rlmec_teacher_rewrites" in page and "data:image/png;base64," in page
     again = snakemake(work, "--configfile", "config/smoke.yaml", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr  # the default target is untouched

@@ -26,17 +26,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 REAL_CONFIGS = ("gsm8k", "ecqa")
-GENERATE_RULES = {"sample", "evaluate", "grm_eval", "grm_rewrite", "grm_rewrite_round2", "label", "label_teacher",
-                  "label_round2", "suite_evaluate"}
-TRAIN_RULES = {"policy_bootstrap", "grm_train", "rl", "method_rl", "method_grpo", "method_round2", "sft_gold",
-               "method_sft_gold"}
-CPU_RULES = {"data", "grm_data", "report", "compare_table", "compare_sweep", "report_compare"}
+GENERATE_RULES = {"sample", "evaluate", "grm_eval", "grm_rewrite", "label", "label_teacher", "suite_evaluate",
+                  "round_sample", "round_grm_eval", "round_grm_eval_stale", "round_grm_rewrite", "round_label",
+                  "round_evaluate"}
+TRAIN_RULES = {"policy_bootstrap", "grm_train", "rl", "method_rl", "method_grpo", "sft_gold", "method_sft_gold",
+               "round_grm_train", "round_rl", "round_rft", "round_grpo", "round_sft_gold"}
+CPU_RULES = {"data", "grm_data", "report", "compare_table", "compare_sweep", "report_compare", "round_grm_data",
+             "rounds_table", "compare_rounds"}
+ROUND_RULES = {"round_sample", "round_teacher", "round_grm_data", "round_grm_train", "round_grm_eval",
+               "round_grm_eval_stale", "round_grm_rewrite", "round_label", "round_rl", "round_rft", "round_grpo",
+               "round_sft_gold", "round_evaluate", "compare_rounds"}
 TARGET_RULES = {"all", "compare"}  # rules without a job of their own
 DEFAULT_DAG = {"data", "sample", "teacher", "grm_data", "grm_train", "grm_eval", "grm_rewrite", "label", "rl",
                "sft_gold", "evaluate", "report"}
 COMPARE_DAG = DEFAULT_DAG - {"report"} | {"label_teacher", "method_rl", "method_grpo", "method_sft_gold",
-                                          "grm_rewrite_round2", "label_round2", "method_round2", "compare_table",
-                                          "compare_sweep", "report_compare"}
+                                          "compare_table", "compare_sweep", "report_compare"}
 
 # A few rows in the formats of ../shared/data/ (the dry run only needs the files to exist).
 SOURCES = {
@@ -205,16 +209,22 @@ def expected_gpus(cfg: dict) -> dict[str, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["all", "compare"])
+@pytest.mark.parametrize("target", ["all", "compare", "compare with rounds: 3"])
 @pytest.mark.parametrize("profile", [None, "slurm"])
 @pytest.mark.parametrize("name", REAL_CONFIGS)
 def test_dry_run_plans_the_full_dag_with_gpu_resources(work, name, profile, target):
     cfg = load_config(REPO_ROOT / "config" / f"{name}.yaml")
-    args = [target, "--configfile", f"config/{name}.yaml", f"{name}_sources.yaml"]
+    layers = [f"config/{name}.yaml", f"{name}_sources.yaml"]
+    if target.endswith("rounds: 3"):  # three rounds with the GRM refreshed: every round rule, on the GPU it needs
+        first = cfg["sample"]["draws"]["rl"]["first"]
+        (work / "rounds3.yaml").write_text(yaml.safe_dump({"rounds": 3, "grm": {"refresh": {"teacher_budget": 100}},
+                                                           "sample": {"draws": {"rl": {"first": first, "problems": 1000}}}}))
+        layers.append("rounds3.yaml")
+    args = [target.split()[0], "--configfile", *layers]
     args += ["--profile", f"profiles/{profile}"] if profile else ["--cores", "2"]
     jobs = planned(dry_run(work, *args))
     rules = {rule for rule, _ in jobs} - TARGET_RULES
-    assert rules == (DEFAULT_DAG if target == "all" else COMPARE_DAG)
+    assert rules == {"all": DEFAULT_DAG, "compare": COMPARE_DAG}.get(target, COMPARE_DAG | ROUND_RULES)
     if target == "compare":
         n_methods = len(cfg["compare"]["methods"]) - 1  # sft is the starting policy
         assert sum(rule.startswith("method_") for rule, _ in jobs) >= n_methods * len(cfg["compare"]["seeds"])
@@ -224,7 +234,7 @@ def test_dry_run_plans_the_full_dag_with_gpu_resources(work, name, profile, targ
         if rule in TARGET_RULES:
             continue
         group = ("generate" if rule in GENERATE_RULES else "train" if rule in TRAIN_RULES
-                 else "teacher" if rule == "teacher" else "cpu")
+                 else "teacher" if rule in ("teacher", "round_teacher") else "cpu")
         assert res["mem_mb"] == str(cfg["resources"][group]["mem_mb"]), (rule, res)
         assert res["runtime"] == str(cfg["resources"][group]["runtime"]), (rule, res)
         gpu = gpus.get(group, 0)
