@@ -158,19 +158,24 @@ SUMMARY_FIRST = ("sft", "sft_gold", "rlmec")  # the starting policy, more SFT on
 
 
 def print_summary():
-    """Print the accuracy of every evaluated policy (called on success): the default target's three first."""
+    """Print the accuracy of every evaluated policy (called on success): the default target's three first,
+    then the later rounds' policies (``<policy> r<round>``)."""
     rows = []
 
     def order(path):
         policy, split = path.parts[-3], path.parts[-2]
+        rnd = int(path.parts[-5][len("round"):]) if path.parts[-5].startswith("round") else 1
         first = SUMMARY_FIRST.index(policy) if policy in SUMMARY_FIRST else len(SUMMARY_FIRST)
-        return first, policy, SPLITS.index(split) if split in SPLITS else len(SPLITS), split
+        return rnd, first, policy, SPLITS.index(split) if split in SPLITS else len(SPLITS), split
 
-    for path in sorted(Path(RESULTS, "eval").glob("*/*/metrics.json"), key=order):
+    found = [*Path(RESULTS, "eval").glob("*/*/metrics.json"), *Path(RESULTS).glob("round*/eval/*/*/metrics.json")]
+    for path in sorted(found, key=order):
         m = json.loads(path.read_text())
         policy, split = path.parts[-3], path.parts[-2]
+        if path.parts[-5].startswith("round"):
+            policy = f"{policy} r{path.parts[-5][len('round'):]}"
         rows.append(
-            f"  {policy:<12} {split:<11} {100 * m['accuracy']:5.1f}%  "
+            f"  {policy:<20} {split:<11} {100 * m['accuracy']:5.1f}%  "
             f"[{100 * m['ci_low']:.1f}, {100 * m['ci_high']:.1f}]  n={m['total']}  ({m['backend']})"
         )
     if rows:
