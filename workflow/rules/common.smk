@@ -212,6 +212,20 @@ def round_policy(name, r):
     return policy_dir(name) if r == 1 else f"{RESULTS}/round{r}/policy/{name}"
 
 
+def prev_policy(wc):
+    """A round job's starting policy: its chain's policy after the previous round."""
+    return round_policy(wc.name, int(wc.r) - 1)
+
+
+def chain_seed(wc):
+    return parse_run(wc.name)[2]
+
+
+def round_rl_cfg(wc):
+    """The rl config of a round job: its chain's learning rate."""
+    return rl_with_lr(parse_run(wc.name)[1])
+
+
 def round_policy_input(name, r):
     return policy_requirement("sft") if int(r) == 0 else round_policy(name, r)
 

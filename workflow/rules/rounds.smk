@@ -19,17 +19,6 @@ CHAIN_NAMES = {  # the policy names of each method's chains (the default target'
 SAMPLED_CHAINS = f"{CHAIN_NAMES['rlmec']}|{CHAIN_NAMES['rft']}"  # chains that sample their own policy
 
 
-def prev_policy(wc):
-    return round_policy(wc.name, int(wc.r) - 1)
-
-
-def chain_seed(wc):
-    return parse_run(wc.name)[2]
-
-
-def round_rl_cfg(wc):
-    return rl_with_lr(parse_run(wc.name)[1])
-
 
 use rule sample as round_sample with:
     input:
