@@ -466,8 +466,8 @@ def _accuracy_section(evals: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> t
 
     intro = ("Greedy-decoding accuracy of each policy; SFT is the starting policy (bootstrapped or given), "
              "SFT-gold the starting policy trained further on the gold solutions of the problems the RL update "
-             "sees (same optimizer, epochs and batch; the strongest simple baseline), RLMEC the policy after the "
-             "RL update. Intervals are Wilson score intervals.")
+             "sees (same optimizer, batch and number of optimizer steps; the strongest simple baseline), RLMEC the "
+             "policy after the RL update. Intervals are Wilson score intervals.")
     h = [f"<p>{_esc(intro)}</p>", _html_table(head, rows, numeric_from=1)]
     h += [f'<p class="verdict">{_esc(t)}</p>' for t in sentences]
     md = [intro, _md_table(head, rows), *[f"**{t}**" for t in sentences]]
