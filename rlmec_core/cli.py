@@ -259,7 +259,24 @@ def cmd_sft_gold(args: argparse.Namespace) -> int:
                              train_cfg=train, seed=cfg["seed"],
                              checkpoint_dir=args.checkpoint_dir or out.parent / f".{out.name}.checkpoints",
                              metrics_path=out.parent / f"{out.name}.train_metrics.jsonl",
-                             trust_remote_code=cfg["engine"]["trust_remote_code"])
+                             trust_remote_code=cfg["engine"]["trust_remote_code"], match_labels=args.match_labels)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_rft(args: argparse.Namespace) -> int:
+    from rlmec_core.stages.rl import rft_update
+
+    cfg = _config(args.config)
+    out = Path(args.out)
+    rl = dict(cfg["rl"])
+    rl["train"] = {**rl["train"], "lr": args.lr if args.lr is not None else cfg["compare"]["lr"].get("rft", rl["train"]["lr"])}
+    result = rft_update(args.samples, args.policy, out, rl_cfg=rl, seed=cfg["seed"],
+                        checkpoint_dir=args.checkpoint_dir or out.parent / f".{out.name}.checkpoints",
+                        metrics_path=out.parent / f"{out.name}.train_metrics.jsonl",
+                        trust_remote_code=cfg["engine"]["trust_remote_code"],
+                        chat_template=_chat_template(args.policy, cfg["task"]["chat_template"]),
+                        batch_tokens=cfg["label"]["batch_tokens"])
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -396,8 +413,19 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--out", required=True, help="output model directory")
     sg.add_argument("--lr", type=float, help="peak learning rate (default: compare.lr.sft_gold, else rl.train.lr)")
     sg.add_argument("--checkpoint-dir", help="where resumable checkpoints go (default: beside --out)")
+    sg.add_argument("--match-labels", help="label metrics.json of the RL update to match: take its optimizer steps")
     sg.add_argument("--config", help="run config: rl.train, sample.draws, task.prompt_template (default: schema defaults)")
     sg.set_defaults(func=cmd_sft_gold)
+
+    rf = sub.add_parser("rft", help="one round of iterated rejection-sampling fine-tuning: SFT of a policy on its "
+                        "own correct samples (resumable)")
+    rf.add_argument("--samples", required=True, help="the policy's samples Parquet (schema SAMPLES)")
+    rf.add_argument("--policy", required=True, help="the policy that drew them (the starting point)")
+    rf.add_argument("--out", required=True, help="output model directory")
+    rf.add_argument("--lr", type=float, help="peak learning rate (default: compare.lr.rft, else rl.train.lr)")
+    rf.add_argument("--checkpoint-dir", help="where resumable checkpoints go (default: beside --out)")
+    rf.add_argument("--config", help="run config: rl, task.chat_template, label.batch_tokens (default: schema defaults)")
+    rf.set_defaults(func=cmd_rft)
 
     for name, func, helptext in (
         ("sample", cmd_sample, "sample solutions from a policy and judge them"),

@@ -47,7 +47,14 @@ def test_errors_are_reported_without_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_rft_on_a_missing_samples_file_names_it(tmp_path):
+    proc = rlmec("rft", "--samples", str(tmp_path / "samples.parquet"), "--policy", str(tmp_path), "--out",
+                 str(tmp_path / "out"))
+    assert proc.returncode == 2 and "samples.parquet: file not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_every_command_has_help():
-    for cmd in (["data", "synth"], ["data", "build"], ["policy"], ["sample"], ["evaluate"]):
+    for cmd in (["data", "synth"], ["data", "build"], ["policy"], ["sample"], ["evaluate"], ["sft-gold"], ["rft"]):
         proc = rlmec(*cmd, "--help")
         assert proc.returncode == 0 and "usage:" in proc.stdout

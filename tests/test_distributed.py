@@ -144,7 +144,7 @@ def test_the_launch_command_and_in_process_fallback(tmp_path):
         run_training("os:system", {})
     with pytest.raises(TypeError, match="cannot pass"):
         run_training("rl", {"x": object()}, {"num_processes": 2})
-    assert set(ENTRYPOINTS) == {"policy_bootstrap", "grm_train", "rl", "sft_gold", "grpo"}
+    assert set(ENTRYPOINTS) == {"policy_bootstrap", "grm_train", "rl", "sft_gold", "rft", "grpo"}
 
 
 def test_accelerate_launch_runs_a_training_stage_on_two_cpu_processes(inputs, tmp_path):
