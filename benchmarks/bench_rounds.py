@@ -3,7 +3,7 @@
 Copies the workflow into a fresh directory and runs, one after the other:
 1. the default target (`snakemake --cores all`, rounds: 1): its wall time is the demo's time budget (<= 20 min
    on 2 cores, issue 17);
-2. `snakemake --cores all --configfile config/rounds.yaml compare`: three rounds of rlmec (GRM refreshed each
+2. `snakemake --cores all compare --configfile config/rounds.yaml`: three rounds of rlmec (GRM refreshed each
    round), iterated RFT, GRPO and step-matched sft_gold, three seeds each, reusing step 1's outputs.
 
     .venv/bin/python benchmarks/bench_rounds.py [--keep DIR]
@@ -63,7 +63,7 @@ def main() -> None:
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     smk = str(BIN / "snakemake")
     default_cmd = [smk, "--cores", args.cores]
-    rounds_cmd = [smk, "--cores", args.cores, "--configfile", "config/rounds.yaml", "compare"]
+    rounds_cmd = [smk, "--cores", args.cores, "compare", "--configfile", "config/rounds.yaml"]
     default_wall = run(default_cmd, work)
     default_rules = rule_seconds(work / "results" / "demo")
     print(f"default target: {default_wall / 60:.1f} min", flush=True)

@@ -219,7 +219,10 @@ def test_three_rounds_resume_after_a_kill_in_any_round(smoke_run, tmp_path):
         while not ((res / f"round{r}" / marker).exists() and job_running(proc.pid)):
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / f"kill{r}.log").read_text()[-3000:]
             time.sleep(0.02)
-        return kill_group(proc)
+        alive = kill_group(proc)
+        # a killed Snakemake leaves its lock behind: `snakemake --unlock` once, as the README says
+        subprocess.run([*cmd, "--unlock"], cwd=work, check=True, capture_output=True)
+        return alive
 
     assert kill_in_round(2, "samples/rlmec.parquet")  # in round 2, after its sampling
     done_in_round2 = (res / "round2" / "samples" / "rlmec.parquet").stat().st_mtime_ns
