@@ -224,9 +224,10 @@ def test_three_rounds_resume_after_a_kill_in_any_round(smoke_run, tmp_path):
         subprocess.run([*cmd, "--unlock"], cwd=work, check=True, capture_output=True)
         return alive
 
-    assert kill_in_round(2, "samples/rlmec.parquet")  # in round 2, after its sampling
+    # in round 2 as it trains (its samples' job is complete: the labels that need them exist)
+    assert kill_in_round(2, "label/rlmec/token_rewards.parquet")
     done_in_round2 = (res / "round2" / "samples" / "rlmec.parquet").stat().st_mtime_ns
-    assert kill_in_round(3, "grm/rlmec/data.parquet")  # in round 3, as the GRM refresh trains
+    assert kill_in_round(3, "grm/rlmec/data.parquet")  # in round 3, as the GRM refresh trains (round 2 is done)
     round2_policy = (res / "round2" / "policy" / "rlmec" / "model.safetensors").stat().st_mtime_ns
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
