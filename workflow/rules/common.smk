@@ -276,7 +276,7 @@ def round_chains(methods, seeds):
 def rounds_params(chains):
     """The rounds table's input description (rlmec_core.rounds.build_rounds)."""
     splits = config["evaluate"]["splits"]
-    return [{"method": m, "seed": s, "lr": method_lr(m) if m != "rlmec" else parse_run(name)[1],
+    return [{"method": m, "seed": s, "lr": parse_run(name)[1],
              "policies": [round_policy(name, r) for r in range(ROUNDS + 1)],
              "metrics": [{sp: round_eval(name, r, sp) for sp in splits} for r in range(ROUNDS + 1)]}
             for m, s, name in chains]

@@ -19,7 +19,6 @@ CHAIN_NAMES = {  # the policy names of each method's chains (the default target'
 SAMPLED_CHAINS = f"{CHAIN_NAMES['rlmec']}|{CHAIN_NAMES['rft']}"  # chains that sample their own policy
 
 
-
 use rule sample as round_sample with:
     input:
         model=lambda wc: round_policy_input(wc.name, int(wc.r) - 1),
