@@ -242,8 +242,11 @@ def stop_lines(summary: Mapping[str, Any]) -> list[str]:
             lines.append(f"{name}: every round paid" if summary["rounds"] else f"{name}: no round after round 0")
         else:
             g = m["rounds"][r]["val_gain"]
-            lines.append(f"{name}: rounds stop paying at round {r} ({summary['gain_split']} gain "
-                         f"{100 * g['mean']:+.1f} ± {100 * Z * g['se']:.1f} pp, within noise)")
+            gain = f"{summary['gain_split']} gain {100 * g['mean']:+.1f} ± {100 * Z * g['se']:.1f} pp, within noise"
+            if r == 1:  # not even the first round is above the starting policy
+                lines.append(f"{name}: rounds stop paying at round 1: no round pays ({gain})")
+            else:
+                lines.append(f"{name}: rounds stop paying at round {r} ({gain})")
     return lines
 
 

@@ -170,7 +170,7 @@ def test_build_rounds_numbers(tmp_path: Path) -> None:
     assert "| `rlmec` | 2 | 70.2 ± 10.0 | 45.5 ± 1.0 | +0.2 ± " in md and "| within noise |" in md
     assert "| `dpo` | 2 | 90.6 ± 0.6 |" in md
     assert "- rlmec: rounds stop paying at round 2" in md
-    assert "- dpo: every round paid" in md and "- sft_gold: rounds stop paying at round 1" in md
+    assert "- dpo: every round paid" in md and "- sft_gold: rounds stop paying at round 1: no round pays" in md
     assert "| 2 | rlmec | 0 | round-1 (stale) | 1.0 | 73.9 | 0.401 |" in md
     assert "| 1 | rlmec | 0 | refreshed | 50.0 | 80.0 | 0.500 |" in md
     assert len(re.findall(r"^\| `", md, re.M)) == 9  # 3 methods x 3 rounds
