@@ -807,11 +807,10 @@ def _comparison_section(summary: Mapping[str, Any], chart: bytes | None, path: P
                                for line in attribution) + "</ul>"]
         md += ["### Where the difference comes from", "\n".join(f"- {line}" for line in attribution)]
     if chart is not None:
-        b64 = base64.b64encode(chart).decode("ascii")
-        h.append(f'<div class="figure"><img alt="test accuracy per method" src="data:image/png;base64,{b64}">'
-                 '<p class="meta">Greedy test accuracy per method, mean +- std over seeds.</p></div>')
-        rel = Path(os.path.relpath(Path(chart_path), start=out_md.parent)).as_posix()
-        md.append(f"![test accuracy per method]({rel})")
+        fig_h, fig_md = _chart_figure(chart, chart_path, out_md, "test accuracy per method",
+                                      "Greedy test accuracy per method, mean +- std over seeds.")
+        h.append(fig_h)
+        md.append(fig_md)
     if summary.get("sweep"):
         head, s_rows, s_intro = sweep_table(summary["sweep"])
         plain = [[c.replace("**", "") for c in r] for r in s_rows]
@@ -837,12 +836,11 @@ def _rounds_section(summary: Mapping[str, Any], chart: bytes | None, path: PathL
     h = [f"<p>{_esc(intro)}</p>"]
     md = [intro]
     if chart is not None:
-        b64 = base64.b64encode(chart).decode("ascii")
-        h.append(f'<div class="figure"><img alt="accuracy by round" src="data:image/png;base64,{b64}">'
-                 '<p class="meta">Greedy accuracy by round per method, mean +- std over seeds; a hollow circle marks '
-                 "the round where a method stops paying.</p></div>")
-        rel = Path(os.path.relpath(Path(chart_path), start=out_md.parent)).as_posix()
-        md.append(f"![accuracy by round]({rel})")
+        fig_h, fig_md = _chart_figure(chart, chart_path, out_md, "accuracy by round",
+                                      "Greedy accuracy by round per method, mean +- std over seeds; a hollow circle "
+                                      "marks the round where a method stops paying.")
+        h.append(fig_h)
+        md.append(fig_md)
     h += [_html_table(head, rows, numeric_from=1),
           "<ul>" + "".join(f"<li>{_esc(line)}</li>" for line in stops) + "</ul>"]
     md += [_md_table(head, rows), "\n".join(f"- {_md_text(line)}" for line in stops)]
@@ -852,6 +850,16 @@ def _rounds_section(summary: Mapping[str, Any], chart: bytes | None, path: PathL
         h += ["<h3>GRM quality by round</h3>", f"<p>{_esc(g_intro)}</p>", _html_table(g_head, g_rows, numeric_from=4)]
         md += ["### GRM quality by round", g_intro, _md_table(g_head, g_rows)]
     return "\n".join(h), "\n\n".join(md)
+
+
+def _chart_figure(chart: bytes, chart_path: PathLike | None, out_md: Path, alt: str, caption: str) -> tuple[str, str]:
+    """A chart PNG as the HTML report embeds it (base64, with its caption) and as the Markdown summary links
+    it (a path relative to the summary)."""
+    b64 = base64.b64encode(chart).decode("ascii")
+    html = (f'<div class="figure"><img alt="{alt}" src="data:image/png;base64,{b64}">'
+            f'<p class="meta">{caption}</p></div>')
+    rel = Path(os.path.relpath(Path(chart_path), start=out_md.parent)).as_posix()
+    return html, f"![{alt}]({rel})"
 
 
 def _anchor(section: str) -> str:
