@@ -97,6 +97,12 @@ def select_rows(rewrites: pa.Table, where: str) -> tuple[list[dict[str, Any]], d
     return kept, counts
 
 
+def sampled_target(token_ids: Sequence[int], finish_reason: str, eos: int) -> list[int]:
+    """``y`` as the RL update sees a sample: its sampled token ids plus EOS when it stopped by itself
+    (``finish_reason == "stop"``); ``[eos]`` for a sample with no token at all."""
+    return list(token_ids) + ([eos] if finish_reason == "stop" else []) or [eos]
+
+
 def grm_scoring_prompt(prompts: GRMPrompts, adapter, question: str, reference_solution: str, prediction: str) -> str:
     """The prompt under which the GRM scores ``y``: its rewrite prompt for ``(x, s, y)``."""
     return prompts.rewrite_prompt(question, adapter.split_steps(reference_solution), adapter.split_steps(prediction))
@@ -185,9 +191,7 @@ def label_samples(
         if sample["completion"] != row["prediction"]:
             raise DataError(f"{rewrites_path}: the prediction of sample {row['sample_id']!r} differs from its text "
                             f"in {samples_path}")
-        y = list(sample["token_ids"]) + ([eos] if sample["finish_reason"] == "stop" else [])
-        if not y:
-            y = [eos]
+        y = sampled_target(sample["token_ids"], sample["finish_reason"], eos)
         ys.append(y)
         if row["prediction_correct"]:
             zs.append(y)

@@ -66,6 +66,15 @@ def load_labelled(path: str | Path) -> tuple[list[RLExample], list[bool]]:
     return out, [bool(c) for c in table.column("correct").to_pylist()]
 
 
+def rl_objective(rl_cfg: Mapping[str, Any]):
+    """The batch loss of config ``rl`` (``rl_batch_loss`` with its clip, imitation coefficient and ratio form);
+    raises ``DataError`` naming ``rl.ratio_form`` when that is unknown."""
+    if rl_cfg["ratio_form"] not in RATIO_FORMS:
+        raise DataError(f"rl.ratio_form={rl_cfg['ratio_form']!r}: expected one of {sorted(RATIO_FORMS)}")
+    return functools.partial(rl_batch_loss, clip_eps=rl_cfg["clip_eps"], imitation_coef=rl_cfg["imitation_coef"],
+                             ratio_form=rl_cfg["ratio_form"])
+
+
 def rl_update(
     labels_path: str | Path,
     policy_dir: str | Path,
@@ -89,8 +98,7 @@ def rl_update(
     wrong samples of ``samples_path`` (the draw the labels were made from) instead, their prompts encoded as
     the sampler encoded them (``chat_template``: config ``task.chat_template``).
     """
-    if rl_cfg["ratio_form"] not in RATIO_FORMS:
-        raise DataError(f"rl.ratio_form={rl_cfg['ratio_form']!r}: expected one of {sorted(RATIO_FORMS)}")
+    rl_loss = rl_objective(rl_cfg)
     examples, correct = load_labelled(labels_path)
     spec = get_method(method)
     check_model_weights(policy_dir)
@@ -125,8 +133,7 @@ def rl_update(
         loss_fn = functools.partial(dpo_batch_loss, beta=dpo_beta)
     else:
         collate = RLCollator(tokenizer.pad_token_id)
-        loss_fn = functools.partial(rl_batch_loss, clip_eps=rl_cfg["clip_eps"],
-                                    imitation_coef=rl_cfg["imitation_coef"], ratio_form=rl_cfg["ratio_form"])
+        loss_fn = rl_loss
     log.info("RLMEC update of %s on %d samples (%s ratio, eps %.2f, lambda %.2f): %s", policy_dir, len(examples),
              rl_cfg["ratio_form"], rl_cfg["clip_eps"], rl_cfg["imitation_coef"], settings)
     return _train_and_save(model, dataset, collate, loss_fn, settings, card=card, tokenizer=tokenizer, out_dir=out_dir,
@@ -163,10 +170,11 @@ def rft_examples(rows: Sequence[Mapping[str, Any]], tokenizer, model: torch.nn.M
     from accelerate import PartialState
 
     from rlmec_core.scoring import score_targets
+    from rlmec_core.stages.label import sampled_target
 
     eos = tokenizer.eos_token_id
     prompts = encode_prompts(tokenizer, [r["prompt"] for r in rows], chat_template=chat_template)
-    ys = [list(r["token_ids"]) + ([eos] if r["finish_reason"] == "stop" else []) or [eos] for r in rows]
+    ys = [sampled_target(r["token_ids"], r["finish_reason"], eos) for r in rows]
     ctx = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
     fits = [len(p) + len(y) <= ctx for p, y in zip(prompts, ys, strict=True)]
     if not any(fits):
@@ -206,8 +214,7 @@ def rft_update(
     The examples equal those ``rl_update(method="rft")`` builds from the label stage's table of the same
     draw; this path needs no GRM, so every round of the baseline costs sampling and training only.
     """
-    if rl_cfg["ratio_form"] not in RATIO_FORMS:
-        raise DataError(f"rl.ratio_form={rl_cfg['ratio_form']!r}: expected one of {sorted(RATIO_FORMS)}")
+    rl_loss = rl_objective(rl_cfg)
     rows = correct_sample_rows(samples_path)
     if not rows:
         raise DataError(f"{samples_path}: no correct sample to fine-tune on (rft keeps correct samples only)")
@@ -219,10 +226,8 @@ def rft_update(
                             where=samples_path)
     card = _card(policy_dir, "rft", len(examples), settings, samples=str(samples_path),
                  **{k: rl_cfg[k] for k in ("clip_eps", "imitation_coef", "ratio_form")})
-    loss_fn = functools.partial(rl_batch_loss, clip_eps=rl_cfg["clip_eps"], imitation_coef=rl_cfg["imitation_coef"],
-                                ratio_form=rl_cfg["ratio_form"])
     log.info("rft round from %s: %d correct samples of %s: %s", policy_dir, len(examples), samples_path, settings)
-    return _train_and_save(model, examples, RLCollator(tokenizer.pad_token_id), loss_fn, settings, card=card,
+    return _train_and_save(model, examples, RLCollator(tokenizer.pad_token_id), rl_loss, settings, card=card,
                            tokenizer=tokenizer, out_dir=out_dir, checkpoint_dir=checkpoint_dir,
                            metrics_path=metrics_path, count_tokens=count_rl_tokens, description="rft")
 
