@@ -63,6 +63,13 @@ def _chat_template(model: str, cfg_chat: bool) -> bool:
     return bool(_card_or_config(model, "chat_template", cfg_chat))
 
 
+def _train_paths(args: argparse.Namespace, out: Path) -> dict[str, Path]:
+    """Where a training command keeps its resumable checkpoints (``--checkpoint-dir``, else beside ``--out``)
+    and its per-step log (beside ``--out``)."""
+    checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else out.parent / f".{out.name}.checkpoints"
+    return {"checkpoint_dir": checkpoints, "metrics_path": out.parent / f"{out.name}.train_metrics.jsonl"}
+
+
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from rlmec_core.io import write_parquet
     from rlmec_core.schemas import PROBLEMS
@@ -100,8 +107,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
         chat_template=cfg["task"]["chat_template"],
         bootstrap=cfg["policy"]["bootstrap"],
         seed=cfg["seed"],
-        checkpoint_dir=args.checkpoint_dir or out.parent / f".{out.name}.checkpoints",
-        metrics_path=out.parent / f"{out.name}.train_metrics.jsonl",
+        **_train_paths(args, out),
         validation_path=validation,
     )
     print(json.dumps(card, indent=2))
@@ -205,8 +211,7 @@ def cmd_grm(args: argparse.Namespace) -> int:
                                     adapter_name=adapter, grm_cfg=g, seed=cfg["seed"])
     elif args.grm_command == "train":
         result = grm.train_grm(args.data, args.init or g["model"], out, grm_cfg=g, seed=cfg["seed"],
-                               checkpoint_dir=args.checkpoint_dir or out.parent / f".{out.name}.checkpoints",
-                               metrics_path=out.parent / f"{out.name}.train_metrics.jsonl",
+                               **_train_paths(args, out),
                                trust_remote_code=cfg["engine"]["trust_remote_code"])
     elif args.grm_command == "eval":
         result = grm.evaluate_grm(args.model, args.data, out / "quality.json", adapter_name=adapter, grm_cfg=g,
@@ -238,8 +243,7 @@ def cmd_rl(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     out = Path(args.out)
     result = rl_update(args.labels, args.policy, out, rl_cfg=cfg["rl"], seed=cfg["seed"],
-                       checkpoint_dir=args.checkpoint_dir or out.parent / f".{out.name}.checkpoints",
-                       metrics_path=out.parent / f"{out.name}.train_metrics.jsonl",
+                       **_train_paths(args, out),
                        trust_remote_code=cfg["engine"]["trust_remote_code"])
     print(json.dumps(result, indent=2, default=str))
     return 0
@@ -257,8 +261,7 @@ def cmd_sft_gold(args: argparse.Namespace) -> int:
                              prompt_template=_prompt_template(args.policy, cfg["task"]["prompt_template"]),
                              chat_template=_chat_template(args.policy, cfg["task"]["chat_template"]),
                              train_cfg=train, seed=cfg["seed"],
-                             checkpoint_dir=args.checkpoint_dir or out.parent / f".{out.name}.checkpoints",
-                             metrics_path=out.parent / f"{out.name}.train_metrics.jsonl",
+                             **_train_paths(args, out),
                              trust_remote_code=cfg["engine"]["trust_remote_code"], match_labels=args.match_labels)
     print(json.dumps(result, indent=2, default=str))
     return 0
@@ -272,8 +275,7 @@ def cmd_rft(args: argparse.Namespace) -> int:
     rl = dict(cfg["rl"])
     rl["train"] = {**rl["train"], "lr": args.lr if args.lr is not None else cfg["compare"]["lr"].get("rft", rl["train"]["lr"])}
     result = rft_update(args.samples, args.policy, out, rl_cfg=rl, seed=cfg["seed"],
-                        checkpoint_dir=args.checkpoint_dir or out.parent / f".{out.name}.checkpoints",
-                        metrics_path=out.parent / f"{out.name}.train_metrics.jsonl",
+                        **_train_paths(args, out),
                         trust_remote_code=cfg["engine"]["trust_remote_code"],
                         chat_template=_chat_template(args.policy, cfg["task"]["chat_template"]),
                         batch_tokens=cfg["label"]["batch_tokens"])
