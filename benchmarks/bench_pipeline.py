@@ -31,6 +31,30 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+def copy_workflow(work: Path) -> None:
+    """Copy what a user's clone runs (Snakefile, workflow/, config/, profiles/, environment.yml) into ``work``,
+    replacing an earlier copy there (a kept run directory keeps its results)."""
+    work.mkdir(parents=True, exist_ok=True)
+    for item in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
+        src, dst = ROOT / item, work / item
+        if dst.exists():
+            shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+
+
+def rule_benchmarks(results: Path) -> dict[str, dict[str, float | None]]:
+    """Each job's wall seconds and peak resident memory (MB) from the `benchmark:` files of a run directory."""
+    rules = {}
+    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
+        with tsv.open() as fh:
+            row = next(csv.DictReader(fh, delimiter="\t"))
+        rules[str(tsv.relative_to(results / "benchmarks").with_suffix(""))] = {
+            "seconds": round(float(row["s"]), 1),
+            "max_rss_mb": round(float(row["max_rss"]), 0) if row["max_rss"] not in ("", "NA", "-") else None,
+        }
+    return rules
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="config/config.yaml")
@@ -39,13 +63,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="rlmec-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    for item in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
-        src = ROOT / item
-        dst = work / item
-        if dst.exists():
-            shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    copy_workflow(work)
     cmd = [str(BIN / "snakemake"), "--cores", args.cores]
     if Path(args.config) != Path("config/config.yaml"):
         cmd += ["--configfile", args.config]
@@ -58,14 +76,7 @@ def main() -> None:
         raise SystemExit(f"snakemake failed (exit {proc.returncode}); run directory kept at {work}")
 
     results = next((work / "results").iterdir())
-    rules = {}
-    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
-        with tsv.open() as fh:
-            row = next(csv.DictReader(fh, delimiter="\t"))
-        rules[str(tsv.relative_to(results / "benchmarks").with_suffix(""))] = {
-            "seconds": round(float(row["s"]), 1),
-            "max_rss_mb": round(float(row["max_rss"]), 0) if row["max_rss"] not in ("", "NA", "-") else None,
-        }
+    rules = rule_benchmarks(results)
     accuracy = {}
     for m in sorted((results / "eval").glob("*/*/metrics.json")):
         data = json.loads(m.read_text())

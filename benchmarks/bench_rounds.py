@@ -15,7 +15,6 @@ Writes ``benchmarks/out/bench_rounds.json``: both wall times, per-rule seconds, 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -24,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_pipeline import copy_workflow, rule_benchmarks  # benchmarks/ is the script's directory
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -41,12 +42,7 @@ def run(cmd: list[str], work: Path) -> float:
 
 
 def rule_seconds(results: Path) -> dict[str, float]:
-    out = {}
-    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
-        with tsv.open() as fh:
-            row = next(csv.DictReader(fh, delimiter="\t"))
-        out[str(tsv.relative_to(results / "benchmarks").with_suffix(""))] = round(float(row["s"]), 1)
-    return out
+    return {name: r["seconds"] for name, r in rule_benchmarks(results).items()}
 
 
 def main() -> None:
@@ -55,12 +51,7 @@ def main() -> None:
     parser.add_argument("--cores", default="all")
     args = parser.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="rlmec-rounds-"))
-    work.mkdir(parents=True, exist_ok=True)
-    for item in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
-        src, dst = ROOT / item, work / item
-        if dst.exists():
-            shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
+    copy_workflow(work)
     smk = str(BIN / "snakemake")
     default_cmd = [smk, "--cores", args.cores]
     rounds_cmd = [smk, "--cores", args.cores, "compare", "--configfile", "config/rounds.yaml"]
