@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_pipeline import planned_jobs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -33,17 +34,6 @@ def dry_run(work: Path, layer: dict, *targets: str) -> subprocess.CompletedProce
                            "layer.yaml"], cwd=work, capture_output=True, text=True)
 
 
-def jobs(out: str) -> dict[str, int]:
-    lines = out.split("Job stats:", 1)[1].splitlines()[3:]
-    counts = {}
-    for line in lines:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
-
-
 def round_jobs(counts: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in counts.items() if k.startswith("round")}
 
@@ -51,7 +41,7 @@ def round_jobs(counts: dict[str, int]) -> dict[str, int]:
 def test_one_round_is_the_papers_pipeline(work):
     proc = dry_run(work, {})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert round_jobs(jobs(proc.stdout)) == {}
+    assert round_jobs(planned_jobs(proc.stdout)) == {}
 
 
 def test_three_rounds_add_two_rounds_of_rlmec_and_sft_gold(work):
@@ -59,7 +49,7 @@ def test_three_rounds_add_two_rounds_of_rlmec_and_sft_gold(work):
     sft_gold chain, each evaluated on the evaluated splits (smoke: test), and the table by round."""
     proc = dry_run(work, {"rounds": 3})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert round_jobs(jobs(proc.stdout)) == {
+    assert round_jobs(planned_jobs(proc.stdout)) == {
         "round_sample": 2, "round_grm_rewrite": 2, "round_label": 2, "round_rl": 2, "round_sft_gold": 2,
         "round_evaluate": 4, "rounds_table": 1}
     assert "results/smoke/round3/policy/rlmec" in proc.stdout and "results/smoke/round2/label/rlmec/metrics.json" in proc.stdout
@@ -68,7 +58,7 @@ def test_three_rounds_add_two_rounds_of_rlmec_and_sft_gold(work):
 def test_the_grm_refresh_adds_the_teacher_and_a_further_trained_grm_per_round(work):
     proc = dry_run(work, {"rounds": 3, "grm": {"refresh": {"teacher_budget": 40}}})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    counts = round_jobs(jobs(proc.stdout))
+    counts = round_jobs(planned_jobs(proc.stdout))
     for rule in ("round_teacher", "round_grm_data", "round_grm_train", "round_grm_eval", "round_grm_eval_stale"):
         assert counts[rule] == 2, rule
     assert "results/smoke/round3/grm/rlmec/model" in proc.stdout
@@ -80,10 +70,10 @@ def test_compare_runs_every_chain_of_every_round_method(work):
     proc = dry_run(work, {"rounds": 3, "compare": {"seeds": [0, 1], "methods": ["sft", "rlmec"],
                                                     "sweep": {"methods": []}}}, "compare")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    counts = round_jobs(jobs(proc.stdout))
+    counts = round_jobs(planned_jobs(proc.stdout))
     assert counts == {"round_sample": 8, "round_grm_rewrite": 4, "round_label": 4, "round_rl": 4, "round_rft": 4,
                       "round_grpo": 4, "round_sft_gold": 4, "round_evaluate": 16}
-    assert jobs(proc.stdout)["compare_rounds"] == 1
+    assert planned_jobs(proc.stdout)["compare_rounds"] == 1
 
 
 @pytest.mark.parametrize("layer, message", [
