@@ -217,6 +217,11 @@ def prev_policy(wc):
     return round_policy(wc.name, int(wc.r) - 1)
 
 
+def prev_policy_input(wc):
+    """The same policy as a rule input (nothing for a given starting model, which no rule makes)."""
+    return round_policy_input(wc.name, int(wc.r) - 1)
+
+
 def chain_seed(wc):
     return parse_run(wc.name)[2]
 

@@ -21,7 +21,7 @@ SAMPLED_CHAINS = f"{CHAIN_NAMES['rlmec']}|{CHAIN_NAMES['rft']}"  # chains that s
 
 use rule sample as round_sample with:
     input:
-        model=lambda wc: round_policy_input(wc.name, int(wc.r) - 1),
+        model=prev_policy_input,
         data=f"{DATA}/{SAMPLE['split']}.parquet",
     output:
         f"{RESULTS}/round{{r}}/samples/{{name}}.parquet",
@@ -48,7 +48,7 @@ use rule teacher as round_teacher with:
     input:
         samples=f"{RESULTS}/round{{r}}/samples/{{name}}.parquet",
         problems=f"{DATA}/{SAMPLE['split']}.parquet",
-        policy=lambda wc: round_policy_input(wc.name, int(wc.r) - 1),
+        policy=prev_policy_input,
     output:
         rewrites=f"{RESULTS}/round{{r}}/teacher/{{name}}/rewrites.parquet",
         metrics=f"{RESULTS}/round{{r}}/teacher/{{name}}/metrics.json",
@@ -157,7 +157,7 @@ use rule grm_rewrite as round_grm_rewrite with:
 use rule label as round_label with:
     input:
         grm=lambda wc: round_grm(wc.name, wc.r),
-        policy=lambda wc: round_policy_input(wc.name, int(wc.r) - 1),
+        policy=prev_policy_input,
         rewrites=f"{RESULTS}/round{{r}}/grm/{{name}}/rewrites.parquet",
         samples=f"{RESULTS}/round{{r}}/samples/{{name}}.parquet",
     output:
@@ -183,7 +183,7 @@ use rule method_rl as round_rl with:
     input:
         labels=f"{RESULTS}/round{{r}}/label/{{name}}/token_rewards.parquet",
         samples=f"{RESULTS}/round{{r}}/samples/{{name}}.parquet",
-        policy=lambda wc: round_policy_input(wc.name, int(wc.r) - 1),
+        policy=prev_policy_input,
     output:
         model=directory(f"{RESULTS}/round{{r}}/policy/{{name}}"),
         metrics=f"{RESULTS}/round{{r}}/train_logs/{{name}}.jsonl",
@@ -212,7 +212,7 @@ use rule method_rl as round_rl with:
 rule round_rft:
     input:
         samples=f"{RESULTS}/round{{r}}/samples/{{name}}.parquet",
-        policy=lambda wc: round_policy_input(wc.name, int(wc.r) - 1),
+        policy=prev_policy_input,
     output:
         model=directory(f"{RESULTS}/round{{r}}/policy/{{name}}"),
         metrics=f"{RESULTS}/round{{r}}/train_logs/{{name}}.jsonl",
@@ -244,7 +244,7 @@ rule round_rft:
 use rule method_grpo as round_grpo with:
     input:
         data=f"{DATA}/{SAMPLE['split']}.parquet",
-        policy=lambda wc: round_policy_input(wc.name, int(wc.r) - 1),
+        policy=prev_policy_input,
     output:
         model=directory(f"{RESULTS}/round{{r}}/policy/{{name}}"),
         metrics=f"{RESULTS}/round{{r}}/train_logs/{{name}}.jsonl",
@@ -272,7 +272,7 @@ use rule method_grpo as round_grpo with:
 use rule sft_gold as round_sft_gold with:
     input:
         data=f"{DATA}/{SAMPLE['split']}.parquet",
-        policy=lambda wc: round_policy_input(wc.name, int(wc.r) - 1),
+        policy=prev_policy_input,
         match_labels=lambda wc: round_labels(matched_rlmec(wc.name), wc.r, "metrics.json"),
     output:
         model=directory(f"{RESULTS}/round{{r}}/policy/{{name}}"),
