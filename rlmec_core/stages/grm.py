@@ -38,10 +38,10 @@ from rlmec_core.sampling import (
     generate,
     load_tokenizer,
     model_context,
-    resolve_dtype,
+    resolve_score_backend,
 )
 from rlmec_core.schemas import GRM_DATA, REWRITES, SAMPLES
-from rlmec_core.scoring import score_targets
+from rlmec_core.scoring import score_model
 from rlmec_core.stages.data import load_problems
 from rlmec_core.stages.policy import train_settings, train_with_published_log, write_model_dir
 from rlmec_core.stages.teacher import Item, distinct_predictions, measure_edits, rewrite_row
@@ -254,8 +254,6 @@ def token_flags(original_ids: Sequence[int], rewrite_ids: Sequence[int]) -> list
 def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | Path, *, adapter_name: str,
                  grm_cfg: Mapping[str, Any], engine: EngineSettings, limit: int | None = None) -> dict[str, Any]:
     """GRM quality on the validation part of ``data_path`` (see the module docstring)."""
-    from transformers import AutoModelForCausalLM
-
     t0 = time.monotonic()
     adapter = get_adapter(adapter_name)
     prompts = GRMPrompts.from_config(grm_cfg.get("prompts"))
@@ -302,15 +300,13 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
         z = tokenizer(res.rewrite, add_special_tokens=False)["input_ids"]
         ratios.append(align(r["prediction_ids"], z).edit_ratio)
 
-    # The GRM as a reward model: teacher-forced probability of each prediction token.
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, resolve_dtype(engine.dtype)),
-                                                 trust_remote_code=engine.trust_remote_code, use_safetensors=True)
-    if torch.cuda.is_available():
-        model.to("cuda")
+    # The GRM as a reward model: teacher-forced probability of each prediction token (the label stage's backend).
     scored = [*wrong, *right]
     prompt_ids = [r["prompt_ids"] for r in scored]
     y_ids = [r["prediction_ids"] for r in scored]
-    logps = score_targets(model, prompt_ids, y_ids, pad_token_id=tokenizer.pad_token_id, progress="grm-score")
+    score_backend = resolve_score_backend(engine)
+    logps, _ = score_model(model_dir, prompt_ids, y_ids, engine=engine, backend=score_backend,
+                           pad_token_id=tokenizer.pad_token_id, progress="grm-score")
     tp = fp = fn = 0
     first_line_hits = first_line_truth = 0
     for r, ids, lp in zip(wrong, y_ids[: len(wrong)], logps[: len(wrong)], strict=True):
@@ -345,6 +341,7 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
         # (wrong) values as its own context and tends to continue from them, which the truth counts as misses.
         "token_flag_recall_first_error_step": first_line_hits / first_line_truth if first_line_truth else None,
         "flag_threshold": 0.5,
+        "score_backend": score_backend,
         "wall_seconds": time.monotonic() - t0,
     }
     write_json_atomic(out_path, metrics)

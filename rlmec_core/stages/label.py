@@ -4,7 +4,8 @@ For every kept sample ``y`` of the RL draw (incorrect ones whose rewrite ``z`` i
 deduplicated per problem after whitespace/punctuation normalisation):
 
 - ``p_t``: the GRM's probability of ``y_t`` when ``y`` is teacher-forced as its answer to the rewrite
-  prompt for ``(x, s, y)`` (one batched, length-bucketed forward pass per batch of samples);
+  prompt for ``(x, s, y)``: vLLM prompt log-probabilities (continuous batching) when the engine is vLLM,
+  else length-bucketed transformers forward passes (``engine.score_backend``; ``rlmec_core.scoring``);
 - ``r_t = token_rewards(p, correct, pos_clip, neg_clip)``;
 - ``l_t = log pi_old(y_t | x, y_<t)`` from a forward pass of the sampling policy through
   ``token_logprobs`` (the function the RL stage trains with, so the first ratio is exactly 1);
@@ -18,7 +19,7 @@ vocabulary is refused with a clear error rather than silently mis-scored.
 
 from __future__ import annotations
 
-import gc
+import dataclasses
 import logging
 import re
 import time
@@ -30,16 +31,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
-
 from rlmec_core.edits import align, imitation_weights
 from rlmec_core.errors import DataError
 from rlmec_core.grm.prompts import GRMPrompts
 from rlmec_core.io import read_parquet, write_json_atomic, write_parquet
 from rlmec_core.rewards import step_reward_sums, token_rewards
-from rlmec_core.sampling import EngineSettings, check_model_weights, load_tokenizer, resolve_dtype
+from rlmec_core.sampling import EngineSettings, load_tokenizer, resolve_score_backend
 from rlmec_core.schemas import REWRITES, SAMPLES, TOKEN_REWARDS
-from rlmec_core.scoring import score_targets
+from rlmec_core.scoring import score_model
 from rlmec_core.tasks import get_adapter
 
 log = logging.getLogger(__name__)
@@ -110,33 +109,6 @@ def grm_scoring_prompt(prompts: GRMPrompts, adapter, question: str, reference_so
 
 def _same_vocabulary(a, b) -> bool:
     return a.get_vocab() == b.get_vocab() and a.eos_token_id == b.eos_token_id
-
-
-def _load_model(path: str | Path, engine: EngineSettings, trust_remote_code: bool) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    check_model_weights(path)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, resolve_dtype(engine.dtype)),
-                                                 trust_remote_code=trust_remote_code, use_safetensors=True)
-    if torch.cuda.is_available():
-        model.to("cuda")
-    return model
-
-
-def _score(model_dir: str | Path, prompts: Sequence[list[int]], targets: Sequence[list[int]], *, engine: EngineSettings,
-           settings: LabelSettings, trust_remote_code: bool, pad_token_id: int, desc: str
-           ) -> tuple[list[np.ndarray], float]:
-    """Teacher-forced log-probs of ``targets`` after ``prompts`` under one model, then free the model."""
-    model = _load_model(model_dir, engine, trust_remote_code)
-    t0 = time.monotonic()
-    out = score_targets(model, prompts, targets, pad_token_id=pad_token_id, batch_tokens=settings.batch_tokens,
-                        max_batch=settings.max_batch, progress=desc)
-    seconds = time.monotonic() - t0
-    del model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return out, seconds
 
 
 def label_samples(
@@ -220,10 +192,14 @@ def label_samples(
     ys, zs = [ys[i] for i in keep], [zs[i] for i in keep]
     policy_prompts, grm_prompts = [policy_prompts[i] for i in keep], [grm_prompts[i] for i in keep]
 
-    grm_lp, grm_s = _score(grm_dir, grm_prompts, ys, engine=engine, settings=settings,
-                              trust_remote_code=trust_remote_code, pad_token_id=tok.pad_token_id, desc="label-grm")
-    old_lp, pol_s = _score(policy_dir, policy_prompts, ys, engine=engine, settings=settings,
-                              trust_remote_code=trust_remote_code, pad_token_id=tok.pad_token_id, desc="label-policy")
+    # p_t through vLLM's prompt log-probs when the engine is vLLM (engine.score_backend); the old log-probs
+    # always through transformers' token_logprobs, the RL stage's own function (first ratio exactly 1).
+    engine = dataclasses.replace(engine, trust_remote_code=trust_remote_code)
+    grm_backend = resolve_score_backend(engine)
+    scoring = dict(engine=engine, pad_token_id=tok.pad_token_id, batch_tokens=settings.batch_tokens,
+                   max_batch=settings.max_batch)
+    grm_lp, grm_s = score_model(grm_dir, grm_prompts, ys, backend=grm_backend, progress="label-grm", **scoring)
+    old_lp, pol_s = score_model(policy_dir, policy_prompts, ys, backend="hf", progress="label-policy", **scoring)
 
     pieces = {i: tok.decode([i]) for i in {t for seq in (*ys, *zs) for t in seq}}
     out_rows = []
@@ -281,6 +257,7 @@ def label_samples(
         "reward_mass_wrong": mass["wrong"],
         "reward_mass_share_correct": mass["correct"] / (mass["correct"] + mass["wrong"])
         if mass["correct"] + mass["wrong"] > 0 else None,
+        "grm_score_backend": grm_backend,
         "grm_score_seconds": grm_s,
         "policy_score_seconds": pol_s,
         # forward-pass throughput: prompt + solution tokens of both passes per second
