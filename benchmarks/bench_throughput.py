@@ -17,8 +17,9 @@ taken from the demo task (its prompts, its GRM scoring prompts and its solution 
 - the **peak memory** of each part: each part runs in its own process (peak RSS on a CPU, the CUDA
   allocator's peak on a GPU; vLLM's KV-cache reservation is set by ``--gpu-memory-utilization``).
 
-With ``--profile`` every transformers part is also run once under ``torch.profiler`` on a slice and its
-top operators are stored, so a ratio that falls short comes with a measured reason.
+With ``--profile`` every part is also run once under ``torch.profiler`` on a slice and its top operators
+are stored, so a ratio that falls short comes with a measured reason (vLLM parts on a CPU only, where its
+engine runs in this process).
 
     .venv/bin/python benchmarks/bench_throughput.py                       # 50M LLaMA, 32k vocab, CPU
     .venv/bin/python benchmarks/bench_throughput.py --size qwen2-0.5b     # a GPU (benchmarks/gpu_suite.sh)
@@ -247,6 +248,16 @@ def run_part(part: str, inputs: dict, size: Size, args) -> dict:
 
             res["profile"] = _profiled(lambda: generate_with_model(model, tok, prompts[: size.hf_batch_size], settings,
                                                                    batch_size=size.hf_batch_size, progress=False), True)
+        elif args.profile and _device() == "cpu":  # vLLM's engine runs in this process on a CPU: profile it too
+            from vllm import SamplingParams
+
+            from rlmec_core.sampling import open_vllm
+
+            llm = open_vllm(model_dir, engine, seed=0)
+            params = SamplingParams(n=args.n, temperature=0.7, top_p=0.95, max_tokens=inputs["new_tokens"],
+                                    ignore_eos=True, detokenize=False, seed=0)
+            batch = [{"prompt_token_ids": p} for p in prompts[: size.hf_batch_size]]
+            res["profile"] = _profiled(lambda: llm.generate(batch, params, use_tqdm=False), True)
     elif part.startswith("label"):
         from bench_label import one_at_a_time
 
@@ -281,6 +292,8 @@ def run_part(part: str, inputs: dict, size: Size, args) -> dict:
                "values": [np.asarray(v, dtype=np.float32).tolist() for v in values[: args.check_pairs]]}
         if args.profile and part != "label_vllm":
             res["profile"] = _profiled(lambda: fn(prompts[:16], targets[:16]), True)
+        elif args.profile and _device() == "cpu":  # vLLM's engine runs in this process on a CPU
+            res["profile"] = _profiled(lambda: score_targets_vllm(llm, prompts[:16], targets[:16]), True)
     elif part.startswith("train"):
         from rlmec_core.train.rl import RLCollator, RLExample, count_rl_tokens, rl_batch_loss
         from rlmec_core.train.sft import IGNORE_INDEX, sft_loss
@@ -493,6 +506,12 @@ def markdown(s: dict) -> str:
         out += (f"- RL stage: {p['train_rl']['tokens_per_s']:,.0f} training tokens/s, "
                 f"{p['train_rl']['achieved_tflops']:.2f} TFLOP/s"
                 + (f", MFU {mfu:.1%}" if mfu is not None else " (MFU: no peak figure for this device)") + "\n")
+    profiled = {k: x["profile"] for k, x in p.items() if x.get("profile")}
+    if profiled:
+        out += "\nWhere the time goes (`--profile`: top operators by self CPU time, on a slice of each part):\n\n"
+        for k, ops in profiled.items():
+            out += f"- {k}: " + ", ".join(f"`{o['op']}` {o['self_cpu_share']:.0%}" for o in ops[:4]) + "\n"
+        out += "\n"
     for k, a in s["agreement"].items():
         out += (f"- {k} vs one at a time: same flags p_t < 0.5 on {a['same_flags_p_lt_0.5']:.2%} of the checked "
                 f"tokens, max |diff p_t| {a['max_abs_p_diff']:.1e}\n")
