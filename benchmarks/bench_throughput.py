@@ -6,7 +6,8 @@ weights, so this script builds a *randomly initialised* model of a realistic sha
 taken from the demo task (its prompts, its GRM scoring prompts and its solution lengths):
 
 - **sampling**: vLLM vs transformers ``generate`` (same prompt ids, ``n``, temperature, top-p and exactly
-  the same number of new tokens: ``ignore_eos``), generated tokens/s, engine start-up excluded;
+  the same number of new tokens: ``ignore_eos``), generated tokens/s, engine start-up excluded; once with
+  the demo's top-p 0.95 (the ratio the goal is about) and once with top-p 1 (no vocabulary sort);
 - **labelling** (the GRM's ``p_t``): vLLM prompt log-probs vs length-bucketed transformers batches vs
   the published one-sample-at-a-time approach (a forward pass and a full-vocabulary ``log_softmax`` per
   sample), tokens/s of prompt + solution, model loading excluded; the three must agree;
@@ -32,6 +33,7 @@ Writes ``<out>/bench_throughput_<size>.json`` and ``<out>/bench_throughput_<size
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -242,6 +244,10 @@ def run_part(part: str, inputs: dict, size: Size, args) -> dict:
             raise RuntimeError(f"{part}: generated {out.generated_tokens} tokens, expected {want}")
         res = {"tokens": out.generated_tokens, "seconds": out.generate_seconds,
                "tokens_per_s": out.generated_tokens / out.generate_seconds, "load_seconds": out.load_seconds}
+        # the same without top-p (temperature only): no sort of the vocabulary per token
+        plain = gen(Path(model_dir), tok, prompts, dataclasses.replace(settings, top_p=1.0), engine)
+        res["tokens_per_s_top_p_1"] = plain.generated_tokens / plain.generate_seconds
+        res.update(_peak_memory_gb())
         if args.profile and part == "sample_hf":
             model = _load_hf(model_dir)
             from rlmec_core.sampling import generate_with_model
@@ -289,7 +295,8 @@ def run_part(part: str, inputs: dict, size: Size, args) -> dict:
             values = fn(prompts, targets)
         seconds = time.perf_counter() - t0
         res = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "load_seconds": load,
-               "values": [np.asarray(v, dtype=np.float32).tolist() for v in values[: args.check_pairs]]}
+               "values": [np.asarray(v, dtype=np.float32).tolist() for v in values[: args.check_pairs]],
+               **_peak_memory_gb()}
         if args.profile and part != "label_vllm":
             res["profile"] = _profiled(lambda: fn(prompts[:16], targets[:16]), True)
         elif args.profile and _device() == "cpu":  # vLLM's engine runs in this process on a CPU
@@ -336,15 +343,14 @@ def run_part(part: str, inputs: dict, size: Size, args) -> dict:
         tokens = sum(count_rl_tokens(b) for b in batches[1:])
         seconds = sum(times)
         res = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "steps": len(times),
-               "step_seconds_median": statistics.median(times)}
+               "step_seconds_median": statistics.median(times), **_peak_memory_gb()}
         if part == "train_rl":
             res["flops_per_token"] = train_flops_per_token(size, inputs["params"], batches[1:])
         if args.profile:
             res["profile"] = _profiled(lambda: step(batches[1]), True)
     else:
         raise ValueError(f"unknown part {part!r}; expected one of {PARTS}")
-    res.update(_peak_memory_gb())
-    return res
+    return res  # peak memory is read before any profiling, which allocates on its own
 
 
 class _null:
@@ -422,6 +428,8 @@ def summarise(parts: dict, inputs: dict, size_name: str, size: Size, args) -> di
     ratios = {}
     if "sample_vllm" in parts and "sample_hf" in parts:
         ratios["sampling_vllm_over_hf"] = parts["sample_vllm"]["tokens_per_s"] / parts["sample_hf"]["tokens_per_s"]
+        ratios["sampling_vllm_over_hf_top_p_1"] = (parts["sample_vllm"]["tokens_per_s_top_p_1"]
+                                                   / parts["sample_hf"]["tokens_per_s_top_p_1"])
     if "label_one" in parts:
         for k in ("label_vllm", "label_hf"):
             if k in parts:
@@ -497,7 +505,9 @@ def markdown(s: dict) -> str:
     out += row("labelling", "label_one", "one sample at a time, full log_softmax")
     out += row("training", "train_rl", f"RLMEC step, {i['train_batch']} examples (y and z)")
     out += row("training", "train_sft", "SFT step, same tokens")
-    out += ("\n" f"- sampling, vLLM / transformers: {ratio('sampling_vllm_over_hf', GOALS['sampling'])}\n"
+    out += ("\n" f"- sampling, vLLM / transformers: {ratio('sampling_vllm_over_hf', GOALS['sampling'])}; "
+            f"the same without top-p (temperature only: no sort of the vocabulary per token): "
+            f"{ratio('sampling_vllm_over_hf_top_p_1', GOALS['sampling'])}\n"
             f"- labelling, vLLM / one at a time: {ratio('labelling_vllm_over_one_at_a_time', GOALS['labelling'])}; "
             f"batched transformers / one at a time: {ratio('labelling_hf_over_one_at_a_time', GOALS['labelling'])}\n"
             f"- RL step time / SFT step time (same tokens): {ratio('rl_step_time_over_sft', GOALS['rl_over_sft'], False)}\n")
