@@ -253,7 +253,15 @@ def token_flags(original_ids: Sequence[int], rewrite_ids: Sequence[int]) -> list
 
 def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | Path, *, adapter_name: str,
                  grm_cfg: Mapping[str, Any], engine: EngineSettings, limit: int | None = None) -> dict[str, Any]:
-    """GRM quality on the validation part of ``data_path`` (see the module docstring)."""
+    """GRM quality on the validation part of ``data_path`` (see the module docstring).
+
+    Besides the flag metrics at ``p_t < 0.5``, ``calibration`` holds the share of tokens the teacher's rewrite
+    edits per bucket of ``p_t`` (``rlmec_core.calibration.calibration_table``, ``DEFAULT_BINS`` buckets): over
+    the held-out wrong predictions (``wrong_predictions``) and over all scored ones, where a correct
+    prediction's tokens count as unedited (``all_predictions``).
+    """
+    from rlmec_core.calibration import DEFAULT_BINS, calibration_table
+
     t0 = time.monotonic()
     adapter = get_adapter(adapter_name)
     prompts = GRMPrompts.from_config(grm_cfg.get("prompts"))
@@ -309,8 +317,10 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
                            pad_token_id=tokenizer.pad_token_id, progress="grm-score")
     tp = fp = fn = 0
     first_line_hits = first_line_truth = 0
+    wrong_truth: list[list[bool]] = []  # per wrong row: its tokens the teacher's rewrite edits
     for r, ids, lp in zip(wrong, y_ids[: len(wrong)], logps[: len(wrong)], strict=True):
         truth = token_flags(ids, tokenizer(r["rewrite"], add_special_tokens=False)["input_ids"])
+        wrong_truth.append(truth)
         flagged = (np.exp(lp) < 0.5).tolist()
         tp += sum(t and f for t, f in zip(truth, flagged, strict=True))
         fp += sum(f and not t for t, f in zip(truth, flagged, strict=True))
@@ -325,6 +335,20 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
     right_flagged = sum(int((np.exp(lp) < 0.5).sum()) for lp in right_lp)
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
+
+    def probs_of(lps: Sequence[np.ndarray]) -> np.ndarray:  # [tokens] p_t of the rows, concatenated
+        flat = [np.asarray(lp, dtype=np.float64) for lp in lps]
+        return np.exp(np.concatenate(flat)).clip(0.0, 1.0) if flat else np.zeros(0)
+
+    wrong_p = probs_of(logps[: len(wrong)])
+    wrong_edited = np.array([t for truth in wrong_truth for t in truth], dtype=bool)
+    calibration = {
+        "bins": DEFAULT_BINS,
+        "wrong_predictions": calibration_table(wrong_p, wrong_edited, DEFAULT_BINS),
+        "all_predictions": calibration_table(np.concatenate([wrong_p, probs_of(right_lp)]),
+                                             np.concatenate([wrong_edited, np.zeros(right_tokens, dtype=bool)]),
+                                             DEFAULT_BINS),
+    }
     metrics = {
         "validation_wrong": len(wrong),
         "validation_correct": len(right),
@@ -341,6 +365,7 @@ def evaluate_grm(model_dir: str | Path, data_path: str | Path, out_path: str | P
         # (wrong) values as its own context and tends to continue from them, which the truth counts as misses.
         "token_flag_recall_first_error_step": first_line_hits / first_line_truth if first_line_truth else None,
         "flag_threshold": 0.5,
+        "calibration": calibration,
         "score_backend": score_backend,
         "wall_seconds": time.monotonic() - t0,
     }
