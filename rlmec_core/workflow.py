@@ -28,6 +28,24 @@ def plain(obj: Any) -> Any:
     return str(obj)
 
 
+def tracker_run_name(rule: str, wildcards: Any) -> str:
+    """A stage's tracker run: the rule's name, then its wildcard values (``evaluate/sft/validation``)."""
+    values = [str(v) for v in (list(wildcards.values()) if isinstance(wildcards, dict) else list(wildcards or []))]
+    return "/".join([rule, *values])
+
+
+def publish_tracking(smk: Any) -> None:
+    """Config ``tracking`` of the job's pipeline run, published for the stage (``rlmec_core.tracking``)."""
+    from rlmec_core.tracking import TrackingSettings, to_env
+
+    config = getattr(smk, "config", None) or {}
+    run = config.get("run", "run")
+    rule = getattr(smk, "rule", None) or "stage"
+    settings = TrackingSettings.from_config(config.get("tracking"), run=run, stage=tracker_run_name(rule, getattr(smk, "wildcards", None)),
+                                            results_dir=f"results/{run}")
+    to_env(settings)
+
+
 @contextlib.contextmanager
 def stage_context(smk: Any, stage: str) -> Iterator[None]:
     """Run a stage with stdout/stderr (file descriptors, so child processes too) sent to ``log[0]``.
@@ -58,6 +76,7 @@ def stage_context(smk: Any, stage: str) -> Iterator[None]:
     import torch
 
     torch.set_num_threads(threads)
+    publish_tracking(smk)
     params = {k: plain(v) for k, v in smk.params.items()} if hasattr(smk.params, "items") else {}
     log.info("stage %s: threads=%d params=%s", stage, threads, json.dumps(params, sort_keys=True))
     t0 = time.monotonic()
@@ -67,7 +86,8 @@ def stage_context(smk: Any, stage: str) -> Iterator[None]:
         log.exception("stage %s failed after %.1f s", stage, time.monotonic() - t0)
         raise
     else:
-        log.info("stage %s done in %.1f s", stage, time.monotonic() - t0)
+        outputs = [str(o) for o in (getattr(smk, "output", None) or [])]
+        log.info("stage %s done in %.1f s; wrote %s", stage, time.monotonic() - t0, ", ".join(outputs) or "nothing")
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

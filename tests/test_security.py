@@ -39,23 +39,29 @@ def calls(path: Path):
 @pytest.mark.timeout(1800)
 def test_a_planted_key_reaches_the_server_and_no_file_the_pipeline_writes(tmp_path):
     """The whole smoke pipeline with the OpenAI-compatible teacher (tests/fake_llm_server.py on 127.0.0.1) and
-    the key in the environment variable named by teacher.api_key_env; then every file under the run
-    directory (data, results: Parquet, metrics, logs, caches, benchmarks, models; .snakemake/: metadata,
-    logs, scripts) and Snakemake's own output is searched for the key."""
+    the key in the environment variable named by teacher.api_key_env, and all three experiment trackers on;
+    then every file under the run directory (data, results: Parquet, metrics, logs, caches, benchmarks,
+    models, tracker files; .snakemake/: metadata, logs, scripts) and Snakemake's own output is searched
+    for the key."""
     for item in ("Snakefile", "workflow", "config", "profiles", "environment.yml"):
         src = REPO_ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
     with FakeLLMServer(oracle_responder) as server:
         overrides = {"engine": {"backend": "hf"},
                      "teacher": {"backend": "openai", "base_url": server.base_url, "api_key_env": KEY_ENV,
-                                 "model": "oracle-model", "retry": {"base_delay_s": 0.01, "max_delay_s": 0.05}}}
+                                 "model": "oracle-model", "retry": {"base_delay_s": 0.01, "max_delay_s": 0.05}},
+                     # every tracker writes its files under results/<run>/tracking: scanned below like the rest
+                     "tracking": {"report_to": ["tensorboard", "wandb", "mlflow"]}}
         (tmp_path / "openai_teacher.yaml").write_text(yaml.safe_dump(overrides))
         proc = subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--configfile", "config/smoke.yaml",
                                "openai_teacher.yaml"], cwd=tmp_path, capture_output=True,
-                              env={**os.environ, KEY_ENV: PLANTED_KEY})
+                              env={**os.environ, KEY_ENV: PLANTED_KEY, "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
         assert server.counts["requests"] > 0 and f"Bearer {PLANTED_KEY}" in server.seen_auth
     assert (tmp_path / "results" / "smoke" / "cache" / "teacher_openai.jsonl").stat().st_size > 0
+    tracking = tmp_path / "results" / "smoke" / "tracking"
+    assert any(tracking.glob("tensorboard/smoke/rl/events.out.tfevents.*"))
+    assert any(tracking.glob("wandb/offline-run-*/run-*.wandb")) and any(tracking.glob("mlruns/*/*/metrics/loss"))
     key = PLANTED_KEY.encode()
     written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()]
     assert len(written) > 100 and any(".snakemake" in p.parts for p in written)

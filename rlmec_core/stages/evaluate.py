@@ -18,6 +18,7 @@ from rlmec_core.schemas import SAMPLES
 from rlmec_core.stages.data import load_problems
 from rlmec_core.stages.sample import draw_samples
 from rlmec_core.tasks import Problem, TaskAdapter, get_adapter
+from rlmec_core.tracking import log_once
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def evaluate_policy(
         "wall_seconds": time.monotonic() - t0,
     }
     write_json_atomic(metrics_path, metrics)
+    log_once(None, metrics)  # the accuracy to the stage's trackers, when config tracking names any
     log.info("accuracy on %s: %s", data_path, acc)
     return metrics
 

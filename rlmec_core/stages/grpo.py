@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
 from rlmec_core.io import atomic_path
 from rlmec_core.prompting import chat_messages
@@ -28,6 +29,8 @@ from rlmec_core.sampling import check_model_weights, load_tokenizer
 from rlmec_core.stages.data import draw_problems, load_problems
 from rlmec_core.stages.policy import write_model_dir
 from rlmec_core.tasks import get_adapter
+from rlmec_core.tracking import Trackers
+from rlmec_core.tracking import from_env as tracking_from_env
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,18 @@ def last_complete_checkpoint(checkpoint_dir: str | Path) -> str | None:
             log.warning("removing %s: written only in part (the job was killed while saving it)", p)
             shutil.rmtree(p, ignore_errors=True)
     return str(complete[-1][1]) if complete else None
+
+
+class TrackerCallback(TrainerCallback):
+    """Sends each of the trainer's log records to the stage's trackers (``rlmec_core.tracking``) at its
+    global step, on the main process."""
+
+    def __init__(self, trackers: Trackers) -> None:
+        self.trackers = trackers
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and state.is_world_process_zero:
+            self.trackers.log(logs, state.global_step)
 
 
 def grpo_update(
@@ -123,12 +138,16 @@ def grpo_update(
         bf16=cuda and torch.cuda.is_bf16_supported(),
         disable_tqdm=False,
     )
+    trackers = Trackers(tracking_from_env())  # TRL's own reporting stays off: the same trackers as every stage
     trainer = GRPOTrainer(model=model, reward_funcs=[outcome_reward(adapter)], args=args, train_dataset=data,
-                          processing_class=tokenizer)
+                          processing_class=tokenizer, callbacks=[TrackerCallback(trackers)])
     log.info("GRPO on %d problems x %d samples: %s", len(problems), n, dict(grpo_cfg))
     if resume:
         log.info("resuming GRPO from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    finally:
+        trackers.close()
     records = [{**r, "step": r.get("step", i + 1)} for i, r in enumerate(trainer.state.log_history)
                if "loss" in r or "reward" in r]
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)

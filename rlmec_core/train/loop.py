@@ -32,6 +32,9 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from rlmec_core.tracking import Trackers, TrackingSettings
+from rlmec_core.tracking import from_env as tracking_from_env
+
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 CollateFn = Callable[[list[Any]], dict[str, torch.Tensor]]
 
@@ -252,6 +255,7 @@ def train(
     save_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor], TrainResult], None] | None = None,
     validation: ValidationSettings | None = None,
     evaluate_fn: EvaluateFn | None = None,
+    tracking: TrackingSettings | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``dataset``; resume from ``checkpoint_dir`` when it holds a checkpoint.
 
@@ -264,6 +268,10 @@ def train(
 
     ``evaluate_fn(unwrapped_model) -> {metric: value, ...}`` runs on every process with the model in eval
     mode (the global RNG state is restored after it, so evaluating does not change the training run).
+
+    ``tracking`` (``rlmec_core.tracking``; default: what the stage script published in the environment): the
+    main process also sends every record of the JSONL log, at its optimizer step, to the configured trackers
+    (TensorBoard, W&B, MLflow), with ``settings`` as the run's configuration.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -344,6 +352,10 @@ def train(
         kept = _records_up_to(metrics_path, resumed_from) if resumed_from else []
         metrics_file = open(metrics_path, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
         metrics_file.writelines(kept)
+
+    tracking = tracking if tracking is not None else tracking_from_env()
+    trackers = Trackers(tracking.for_stage(tracking.stage, {**tracking.config, **asdict(settings)})
+                        if tracking is not None and accelerator.is_main_process else None)
 
     def save_checkpoint() -> None:
         tmp = checkpoint_dir / f".tmp-step-{step}"
@@ -470,6 +482,7 @@ def train(
                 if metrics_file is not None:
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
+                trackers.log(record, step)
                 window, window_n = {}, 0
             if step < total_steps and not best.stopped and (
                     evaluated is not None or (settings.checkpoint_every and step % settings.checkpoint_every == 0)):
@@ -477,6 +490,7 @@ def train(
             if best.stopped:
                 break
     bar.close()
+    trackers.close()
     if metrics_file is not None:
         metrics_file.close()
     accelerator.wait_for_everyone()
