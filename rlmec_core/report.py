@@ -5,16 +5,20 @@ declares every input) and writes, each atomically:
 
 - ``out_html``: one self-contained page (inline CSS, PNGs embedded as base64);
 - ``out_md``: the same content in Markdown, images linked relative to the Markdown file;
-- ``fig_dir``: one PNG of training curves per training log (``<name>.png``).
+- ``fig_dir``: the charts (``data_funnel.png``, ``grm_calibration.png``, ``token_rewards.png``) and one PNG
+  of training curves per training log (``<name>.png``).
 
 Sections: (a) greedy accuracy per policy and split with confidence intervals, RLMEC minus SFT, and a
 plain sentence on whether RLMEC's accuracy lies above SFT's interval (with the methods table first and
-the accuracy by round of iterative RLMEC after it, when given); (b) GRM quality; (c) stage metrics
-(flattened JSON objects); (d) training curves; (e) example labelled solutions chosen with a seeded RNG
-(a mix of correct and incorrect): the prediction with each token coloured by its reward (red =
+the accuracy by round of iterative RLMEC after it, when given); (b) the data funnel: a chart and tables of
+what each stage kept, from the two draws to the tokens the RL update trained on, and what it left out and
+why; (c) GRM quality, with a reliability chart of its token probabilities against the teacher's edits;
+(d) the token rewards: histograms of ``r_t`` for correct and wrong samples and the share of the RL term's
+reward mass ``Σ|r_t|`` on each; (e) training curves; (f) example labelled solutions chosen with a seeded
+RNG (a mix of correct and incorrect): the prediction with each token coloured by its reward (red =
 penalised, green = rewarded, stronger colour = larger ``|r_t|`` relative to the label clip range; the
 tooltip gives ``p_t`` and ``r_t``), its per-step reward sums, and the rewrite with edited tokens
-highlighted.
+highlighted; (g) raw metrics: every key of the metrics files, collapsed (HTML) or linked (Markdown).
 
 Every input is read and checked before anything is written; a missing or malformed input raises
 ``DataError`` naming the file.
@@ -54,7 +58,8 @@ from rlmec_core.io import PathLike, atomic_path, iter_jsonl, read_json, read_par
 from rlmec_core.rewards import check_clip, step_reward_sums
 from rlmec_core.schemas import TOKEN_REWARDS
 
-__all__ = ["build_report", "find_run_inputs", "RunInputs", "eval_paths_by_policy", "select_examples"]
+__all__ = ["build_report", "find_run_inputs", "RunInputs", "eval_paths_by_policy", "select_examples", "data_funnel",
+           "reward_stats", "count_draw", "STAGE_FILES", "DrawCounts", "FunnelStep"]
 
 log = logging.getLogger("rlmec")
 
@@ -115,6 +120,30 @@ tr.errstep td{background:#fff1f0}
 # inputs
 
 
+# The pipeline's stage files by role (``build_report``'s ``stage_metrics``), as paths under results/<run>/. The
+# two draws are Parquet (schema SAMPLES: only ``correct`` and ``finish_reason`` are read); the rest are JSON
+# objects. ``label_samples`` is the draw the label stage labelled: the rl draw by default (grm.rewrite_draw).
+STAGE_FILES: dict[str, str] = {
+    "teacher_samples": "samples/sft/teacher.parquet",
+    "teacher": "teacher/metrics.json",
+    "grm_data": "grm/data_stats.json",
+    "label_samples": "samples/sft/rl.parquet",
+    "grm_rewrites": "grm/rewrites_metrics.json",
+    "label": "label/metrics.json",
+}
+DRAW_ROLES = ("teacher_samples", "label_samples")
+
+
+@dataclass(frozen=True)
+class DrawCounts:
+    """Samples of one draw (``samples/<policy>/<draw>.parquet``) by outcome."""
+
+    samples: int
+    correct: int
+    wrong: int  # incorrect samples whose prompt fit the policy's context
+    prompt_too_long: int  # never generated (finish_reason ``prompt_too_long``): no solution to rewrite
+
+
 @dataclass(frozen=True)
 class RunInputs:
     """The standard input files of a run directory, as :func:`find_run_inputs` found them."""
@@ -162,8 +191,7 @@ def find_run_inputs(
     if not evals:
         raise DataError(f"{run}: no eval/<policy>/<split>/metrics.json for policies {list(policies)} and "
                         f"splits {list(splits)}: evaluate a policy first")
-    stage = {name: p for name, rel in (("teacher", "teacher/metrics.json"), ("grm rewrites", "grm/rewrites_metrics.json"),
-                                       ("label", "label/metrics.json")) if (p := have(rel)) is not None}
+    stage = {role: p for role, rel in STAGE_FILES.items() if (p := have(rel)) is not None}
     logs = {name: p for name in ("policy_sft", "grm", "sft_gold", "rl") if (p := have(f"train_logs/{name}.jsonl")) is not None}
     return RunInputs(eval_metrics=evals, grm_quality=have("grm/quality.json"), stage_metrics=stage, train_logs=logs,
                      token_rewards=have("label/token_rewards.parquet"), missing=missing)
@@ -204,6 +232,38 @@ def _load_eval(eval_metrics: Mapping[str, Mapping[str, PathLike]]) -> dict[str, 
                     raise DataError(f"{path}: {k} must be a number in [0, 1], got {m[k]!r}")
             out.setdefault(policy, {})[split] = m
     return out
+
+
+def count_draw(path: PathLike) -> DrawCounts:
+    """Count a draw's samples by outcome, reading only its ``correct`` and ``finish_reason`` columns.
+
+    Raises:
+        DataError: the file is missing, not Parquet or lacks a column (the message names it).
+    """
+    import pyarrow.parquet as pq
+
+    from rlmec_core.io import conform
+    from rlmec_core.sampling import PROMPT_TOO_LONG
+    from rlmec_core.schemas import SAMPLES
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    wanted = pa.schema([SAMPLES.field("correct"), SAMPLES.field("finish_reason")])
+    try:
+        table = pq.read_table(p, columns=[c for c in wanted.names if c in pq.read_schema(p).names])
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{p}: not a readable Parquet file ({exc})") from exc
+    table = conform(table, wanted, where=str(p))
+    too_long = pc.fill_null(pc.equal(table.column("finish_reason"), PROMPT_TOO_LONG), False)
+    correct = pc.and_(table.column("correct"), pc.invert(too_long))
+
+    def count(mask: pa.ChunkedArray) -> int:
+        return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
+
+    n_correct, n_long = count(correct), count(too_long)
+    return DrawCounts(samples=table.num_rows, correct=n_correct, wrong=table.num_rows - n_correct - n_long,
+                      prompt_too_long=n_long)
 
 
 def _load_log(path: PathLike) -> list[dict[str, Any]]:
@@ -292,6 +352,17 @@ def _flatten(obj: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def _share(x: float) -> str:
+    """A share as a percentage with one decimal, more when that would round a share above 0 to 0.0% or one
+    below 1 to 100.0% (up to 4)."""
+    for digits in range(1, 5):
+        text = f"{100 * x:.{digits}f}"
+        if (0 < x and float(text) == 0) or (x < 1 and float(text) == 100):
+            continue
+        return text + "%"
+    return text + "%"
 
 
 def _policy_label(policy: str) -> str:
@@ -577,6 +648,457 @@ def _example_section(
 
 
 # --------------------------------------------------------------------------------------------------
+# the data funnel: from the two draws to the tokens the RL update trained on
+
+
+FUNNEL_LANES = ("Teacher draw → GRM training data", "RL draw → labels → RL update")
+# the report's charts by section, as file names (without .png) in fig_dir
+CHART_NAMES = {"Data funnel": "data_funnel", "GRM quality": "grm_calibration", "Token rewards": "token_rewards"}
+# why a wrong text's rewrite is not used, by REWRITES status (teacher and GRM rewrites alike)
+STATUS_WHY = {
+    "wrong_answer": "rewrite reaches a wrong answer",
+    "parse_error": "reply not usable (no step label or no continuation)",
+    "api_error": "API error after every retry",
+    "filtered": "filtered: prompt too long, or edit ratio above teacher.max_edit_ratio",
+}
+
+
+@dataclass(frozen=True)
+class FunnelStep:
+    """One box of the data funnel: what is counted, how many, and what was left out on the way in.
+
+    ``drops`` holds ``(count, why)`` for what left the path between the previous step of the lane and this
+    one (only counts > 0); ``side_input`` is ``(count, what)`` entering from the lane's first step directly
+    (the correct samples, which need no rewrite); ``count`` is None when the file it comes from is missing.
+    """
+
+    lane: int  # index into FUNNEL_LANES
+    label: str
+    count: int | None
+    unit: str
+    detail: str
+    source: str
+    drops: tuple[tuple[int, str], ...] = ()
+    side_input: tuple[int | None, str] | None = None
+
+
+def _get(obj: Mapping[str, Any], path: PathLike, *keys: str, kind: type | tuple[type, ...] = int) -> Any:
+    """``obj[k1][k2]...`` checked to be of ``kind`` (ints exclude bools); DataError naming the file otherwise."""
+    value: Any = obj
+    for key in keys:
+        if not isinstance(value, Mapping) or key not in value:
+            raise DataError(f"{path}: no {'.'.join(keys)!r} (the report's data funnel reads it)")
+        value = value[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise DataError(f"{path}: {'.'.join(keys)!r} must be {kind}, got {value!r}")
+    return value
+
+
+def _drops(*items: tuple[int, str]) -> tuple[tuple[int, str], ...]:
+    """The items with a count > 0, largest first."""
+    return tuple(sorted(((n, why) for n, why in items if n > 0), key=lambda item: -item[0]))
+
+
+def _status_drops(statuses: Mapping[str, Any], path: PathLike) -> list[tuple[int, str]]:
+    out = []
+    for status, n in statuses.items():
+        if status == "ok":
+            continue
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise DataError(f"{path}: statuses.{status} must be an integer, got {n!r}")
+        out.append((n, STATUS_WHY.get(status, f"status {status}")))
+    return out
+
+
+def _short(role: str, path: PathLike) -> str:
+    """A stage file's path as short as its standard name (``teacher/metrics.json``, ``samples/sft/rl.parquet``)."""
+    depth = STAGE_FILES[role].count("/") + 1 if role in STAGE_FILES else 2
+    return "/".join(Path(path).parts[-depth:])
+
+
+def data_funnel(
+    stages: Mapping[str, Mapping[str, Any]],
+    draws: Mapping[str, DrawCounts],
+    rl_log: Sequence[Mapping[str, Any]] | None,
+    paths: Mapping[str, PathLike],
+) -> tuple[list[FunnelStep], list[str]]:
+    """The steps of the data funnel from what the stages wrote, and notes on what could not be shown.
+
+    Args:
+        stages: the JSON stage files by role (``teacher``, ``grm_data``, ``grm_rewrites``, ``label``; see
+            ``STAGE_FILES``), each missing one leaving its counts out.
+        draws: the draws by role (``teacher_samples``, ``label_samples``), counted by :func:`count_draw`.
+        rl_log: the RL update's training log (its last record with ``tokens_seen``), or None.
+        paths: every given file by role (``rl_log`` for the log), for the sources and error messages.
+
+    Returns:
+        ``(steps, notes)``: 4 steps in lane 0 (teacher draw, its wrong samples, verified teacher rewrites,
+        GRM training rows) and 5 in lane 1 (RL draw, its wrong samples, usable rewrites, labelled rows, RL
+        update); ``notes`` names each missing input.
+
+    Raises:
+        DataError: a given file lacks a count the funnel needs (the message names the file and key).
+    """
+    notes = [f"{STAGE_FILES[r]} not given: its counts are left out." for r in STAGE_FILES
+             if r not in stages and r not in draws]
+    if rl_log is None:
+        notes.append("train_logs/rl.jsonl not given: the RL update's tokens are left out.")
+    src = {role: _short(role, p) for role, p in paths.items()}
+
+    # lane 0: the teacher rewrites its draw; the verified rewrites and correct samples become GRM training rows
+    t, td, gd = stages.get("teacher"), draws.get("teacher_samples"), stages.get("grm_data")
+    tp = paths.get("teacher", "")
+    sent = _get(t, tp, "sent_to_teacher") if t is not None else None
+    t_ok = _get(t, tp, "statuses", "ok") if t is not None else None
+    t_correct = _get(t, tp, "passthrough_correct") if t is not None else None
+    steps = [
+        FunnelStep(0, "samples of the teacher draw",
+                   td.samples if td else _get(t, tp, "samples") if t is not None else None, "samples",
+                   _draw_detail(td), src.get("teacher_samples") or src.get("teacher", "")),
+        FunnelStep(0, "wrong samples", td.wrong if td else None, "samples",
+                   f"{sent:,} distinct texts (per problem)" if sent is not None else "",
+                   src.get("teacher_samples", ""),
+                   _drops((td.correct, "correct: to the GRM data as they are (no rewrite)"),
+                          (td.prompt_too_long, "prompt too long for the policy: no solution")) if td else ()),
+        FunnelStep(0, "verified rewrites by the teacher", t_ok, "distinct texts",
+                   f"of {sent:,} distinct wrong texts sent to the teacher ({t.get('teacher_model', '?')})"
+                   if t is not None else "", src.get("teacher", ""),
+                   _drops((td.wrong - sent if td and sent is not None else 0,
+                           "repeat a wrong text of the same problem (one rewrite per distinct text)"),
+                          *(_status_drops(_get(t, tp, "statuses", kind=Mapping), tp) if t is not None else ()))),
+    ]
+    if gd is not None:
+        gp = paths["grm_data"]
+        parts = {sp: {k: _get(gd, gp, sp, k) for k in ("error_step", "rewrite_of_wrong", "rewrite_of_correct")}
+                 for sp in ("train", "validation")}
+        from_wrong = sum(v["error_step"] + v["rewrite_of_wrong"] for v in parts.values())
+        from_right = sum(v["rewrite_of_correct"] for v in parts.values())
+        steps.append(FunnelStep(
+            0, "GRM training data rows", _get(gd, gp, "examples"), "rows",
+            f"{from_wrong:,} from verified rewrites (error step and rewrite), {from_right:,} correct texts; train "
+            f"{sum(parts['train'].values()):,}, held out {sum(parts['validation'].values()):,}", src["grm_data"],
+            _drops((t_correct - from_right if t_correct is not None else 0,
+                    "correct texts left out to balance the wrong ones (grm.balance_correct)")),
+            (t_correct, "distinct correct texts") if t_correct is not None else (None, "correct texts")))
+    else:
+        steps.append(FunnelStep(0, "GRM training data rows", None, "rows", "", STAGE_FILES["grm_data"]))
+
+    # lane 1: the GRM (or, in the ablation, the teacher) rewrites the draw that the label stage labels
+    lab, lp = stages.get("label"), paths.get("label", "")
+    by_teacher = lab is not None and str(lab.get("rewrites", "")).replace("\\", "/").endswith("teacher/rewrites.parquet")
+    rw_role = "teacher" if by_teacher else "grm_rewrites"
+    rw, rp = stages.get(rw_role), paths.get(rw_role, "")
+    ld = draws.get("teacher_samples" if by_teacher else "label_samples")
+    draw_src = src.get("teacher_samples" if by_teacher else "label_samples") or src.get(rw_role, "")
+    distinct_wrong = (_get(rw, rp, "sent_to_teacher" if by_teacher else "wrong") if rw is not None else None)
+    rw_ok = _get(rw, rp, "statuses", "ok") if rw is not None else None
+    rewriter = "the teacher" if by_teacher else "the GRM"
+    steps += [
+        FunnelStep(1, "samples of the " + ("teacher draw (label.rewrites: teacher)" if by_teacher else "RL draw"),
+                   ld.samples if ld else _get(rw, rp, "samples") if rw is not None else None, "samples",
+                   _draw_detail(ld), draw_src),
+        FunnelStep(1, "wrong samples", ld.wrong if ld else None, "samples",
+                   f"{distinct_wrong:,} distinct texts (per problem)" if distinct_wrong is not None else "",
+                   draw_src,
+                   _drops((ld.correct, "correct: to the labels as they are (no rewrite)"),
+                          (ld.prompt_too_long, "prompt too long for the policy: no solution")) if ld else ()),
+        FunnelStep(1, f"rewritten by {rewriter} (verified)", rw_ok, "distinct texts",
+                   (f"of {distinct_wrong:,} distinct wrong texts" + ("" if by_teacher else
+                    ", by the GRM trained on the rows above")) if distinct_wrong is not None else "",
+                   src.get(rw_role, STAGE_FILES[rw_role]),
+                   _drops((ld.wrong - distinct_wrong if ld and distinct_wrong is not None else 0,
+                           "repeat a wrong text of the same problem (one rewrite per distinct text)"),
+                          *(_status_drops(_get(rw, rp, "statuses", kind=Mapping), rp) if rw is not None else ()))),
+    ]
+    if lab is not None:
+        rows_in = _get(lab, lp, "rewrite_rows")
+        right_in = rows_in - distinct_wrong if distinct_wrong is not None else None
+        steps.append(FunnelStep(
+            1, "labelled rows", _get(lab, lp, "labelled"), "rows",
+            f"{_get(lab, lp, 'labelled_correct'):,} correct + {_get(lab, lp, 'labelled_wrong'):,} wrong; "
+            f"{_get(lab, lp, 'reward_tokens'):,} tokens of y with a reward r_t", src["label"],
+            _drops((_get(lab, lp, "correct_duplicates"), "correct texts repeating a kept correct solution of "
+                    "the same problem"),
+                   (_get(lab, lp, "too_long"), "longer than the GRM's or the policy's context")),
+            (right_in, "distinct correct texts")))
+    else:
+        steps.append(FunnelStep(1, "labelled rows", None, "rows", "", STAGE_FILES["label"]))
+    last = next((r for r in reversed(rl_log or []) if "tokens_seen" in r), None)
+    if last is not None:
+        rl_path = paths.get("rl_log", "train_logs/rl.jsonl")
+        tokens = _get(last, rl_path, "tokens_seen")
+        examples = _get(last, rl_path, "examples_seen")
+        epoch = last.get("epoch")
+        steps.append(FunnelStep(
+            1, "tokens trained on (RL update)", tokens, "tokens",
+            f"{examples:,} examples" + (f" in {epoch:.3g} epochs" if isinstance(epoch, (int, float)) else "")
+            + "; the tokens of prompt + y and prompt + z that the forward passes read",
+            _short("rl_log", rl_path) if "rl_log" in paths else "train_logs/rl.jsonl"))
+    else:
+        if rl_log is not None:
+            notes.append(f"{paths.get('rl_log', 'train_logs/rl.jsonl')}: no record with tokens_seen.")
+        steps.append(FunnelStep(1, "tokens trained on (RL update)", None, "tokens", "", "train_logs/rl.jsonl"))
+    return steps, notes
+
+
+def _draw_detail(draw: DrawCounts | None) -> str:
+    if draw is None:
+        return "correct and wrong: samples file not given"
+    text = f"{draw.correct:,} correct, {draw.wrong:,} wrong"
+    return text + (f", {draw.prompt_too_long:,} prompts too long" if draw.prompt_too_long else "")
+
+
+def _funnel_png(steps: Sequence[FunnelStep]) -> bytes:
+    """The funnel as boxes and arrows, one lane per row (PNG bytes); what each arrow left out in red below
+    the box it leads to, the correct samples' direct path as an arc over the lane."""
+    import textwrap
+
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    lanes = [[s for s in steps if s.lane == k] for k in range(len(FUNNEL_LANES))]
+    ncols = max(len(lane) for lane in lanes)
+    bw, gap, margin = 2.1, 0.42, 0.12  # inches: box width, gap between boxes, page margin
+    title_h, arc_h, box_h, drop_h = 0.35, 0.55, 1.8, 1.15
+    lane_h = title_h + arc_h + box_h + drop_h
+    width, height = 2 * margin + ncols * bw + (ncols - 1) * gap, lane_h * len(lanes) + 0.1
+    fig, ax = _figure(width, height, dpi=120)
+    ax.set_position((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(0, height)
+    ax.axis("off")
+    small, grey, red, green = 8.3, "#57606a", "#cf222e", "#1a7f37"
+    for k, lane in enumerate(lanes):
+        top = height - 0.05 - k * lane_h
+        ax.text(margin, top, FUNNEL_LANES[k], va="top", ha="left", fontsize=13, fontweight="bold", color="#1f2328")
+        y1 = top - title_h - arc_h  # boxes' top edge
+        for i, st in enumerate(lane):
+            x = margin + i * (bw + gap)
+            missing = st.count is None
+            ax.add_patch(FancyBboxPatch((x, y1 - box_h), bw, box_h, boxstyle="round,pad=0,rounding_size=0.07",
+                                        facecolor="#ffffff" if missing else "#f6f8fa",
+                                        edgecolor="#8c959f" if missing else "#0969da", linewidth=1.3,
+                                        linestyle="--" if missing else "-"))
+            ax.text(x + bw / 2, y1 - 0.08, "\n".join(textwrap.wrap(st.label, 26)), ha="center", va="top",
+                    fontsize=10.5, fontweight="bold", color="#1f2328", linespacing=1.1)
+            ax.text(x + bw / 2, y1 - 0.72, "missing" if missing else f"{st.count:,}", ha="center", va="center",
+                    fontsize=18 if not missing else 12, color="#8c959f" if missing else "#0969da")
+            ax.text(x + bw / 2, y1 - 0.95, st.unit, ha="center", va="center", fontsize=9, color=grey)
+            ax.text(x + bw / 2, y1 - 1.07, "\n".join(textwrap.wrap(st.detail, 31)[:5]), ha="center", va="top",
+                    fontsize=small, color=grey, linespacing=1.1)
+            if i:
+                ax.add_patch(FancyArrowPatch((x - gap + 0.03, y1 - box_h / 2), (x - 0.03, y1 - box_h / 2),
+                                             arrowstyle="-|>", mutation_scale=14, color=grey, linewidth=1.5))
+            lines = [f"−{n:,} {why}" for n, why in st.drops]
+            wrapped = [w for line in lines for w in textwrap.wrap(line, 36, subsequent_indent="   ")]
+            if len(wrapped) > 8:
+                wrapped = wrapped[:7] + ["   (all of them in the table below)"]
+            if wrapped:
+                ax.text(x + 0.02, y1 - box_h - 0.07, "\n".join(wrapped), ha="left", va="top", fontsize=small,
+                        color=red, linespacing=1.1)
+            if st.side_input is not None and i:
+                n, what = st.side_input
+                x0 = margin + bw / 2
+                dist = x + bw / 2 - (x0 + 0.25)
+                rad = min(0.9, 2 * (arc_h - 0.24) / dist)  # arc3: the arc's height is rad * dist / 2
+                ax.add_patch(FancyArrowPatch((x0 + 0.25, y1 + 0.02), (x + bw / 2, y1 + 0.02),
+                                             connectionstyle=f"arc3,rad={-rad:.4f}",
+                                             arrowstyle="-|>", mutation_scale=13, color=green, linewidth=1.4))
+                ax.text((x0 + 0.25 + x + bw / 2) / 2, y1 + 0.02 + rad * dist / 2 + 0.03,
+                        (f"{n:,} " if n is not None else "") + what + ", as they are",
+                        ha="center", va="bottom", fontsize=9.5, color=green)
+        if len(lane) < ncols:  # the legend in the lane's free space
+            x = margin + len(lane) * (bw + gap)
+            for dy, text, colour in ((0.1, "→  what the next stage kept", grey),
+                                     (0.38, "−n  left out on the way in (why)", red),
+                                     (0.66, "arc: correct samples, no rewrite", green),
+                                     (0.94, "dashed box: input file missing", "#8c959f")):
+                ax.text(x, y1 - dy, text, fontsize=8.8, va="top", color=colour)
+    return _png(fig)
+
+
+def _funnel_tables(steps: Sequence[FunnelStep]) -> tuple[str, str]:
+    """The funnel as one table per lane: HTML and Markdown."""
+    head = ["step", "count", "breakdown", "left out on the way in (why)", "from"]
+    h: list[str] = []
+    md: list[str] = []
+    for k, title in enumerate(FUNNEL_LANES):
+        rows = []
+        for st in (s for s in steps if s.lane == k):
+            left = "; ".join(f"−{n:,} {why}" for n, why in st.drops)
+            rows.append([st.label, "missing" if st.count is None else f"{st.count:,} {st.unit}", st.detail, left,
+                         st.source])
+        h += [f"<h3>{_esc(title)}</h3>", _html_table(head, rows)]
+        md += [f"### {_md_cell(title)}", _md_table(head, rows)]
+    return "\n".join(h), "\n\n".join(md)
+
+
+# --------------------------------------------------------------------------------------------------
+# token rewards and GRM calibration
+
+
+@dataclass(frozen=True)
+class RewardStats:
+    """The token rewards ``r_t`` of the labelled samples of one kind (correct or wrong)."""
+
+    samples: int
+    rewards: Any  # numpy [tokens] float64: every r_t of these samples, concatenated
+
+    @property
+    def mass(self) -> float:
+        """Σ|r_t|: the weight of these tokens in the RL term."""
+        return float(abs(self.rewards).sum())
+
+
+def reward_stats(table: pa.Table) -> dict[str, RewardStats]:
+    """``{"correct": ..., "wrong": ...}`` from a ``TOKEN_REWARDS`` table (columns ``correct``, ``rewards``)."""
+    import numpy as np
+
+    out = {}
+    for kind, flag in (("correct", True), ("wrong", False)):
+        part = table.filter(pc.equal(table.column("correct"), flag))
+        values = pc.list_flatten(part.column("rewards")).to_numpy(zero_copy_only=False) if part.num_rows else []
+        out[kind] = RewardStats(samples=part.num_rows, rewards=np.asarray(values, dtype=np.float64))
+    return out
+
+
+def _reward_png(stats: Mapping[str, RewardStats], pos_clip: tuple[float, float],
+                neg_clip: tuple[float, float]) -> bytes:
+    """Histograms of r_t for correct and for wrong samples (token counts, log scale) and the share of Σ|r_t|
+    on each (PNG bytes)."""
+    import numpy as np
+
+    fig, _ = _figure(12.0, 3.6, axes=False)
+    colours = {"correct": "#1a7f37", "wrong": "#cf222e"}
+    for i, (kind, clip) in enumerate((("correct", pos_clip), ("wrong", neg_clip))):
+        ax = fig.add_subplot(1, 3, i + 1)
+        r = stats[kind].rewards
+        if r.size == 0:
+            ax.text(0.5, 0.5, f"no {kind} samples", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        lo, hi = min(clip[0], float(r.min())), max(clip[1], float(r.max()))
+        ax.hist(r, bins=np.linspace(lo, hi, 26) if hi > lo else 1, color=colours[kind], alpha=0.8)
+        ax.set_yscale("log")
+        ax.set_title(f"{kind} samples: {stats[kind].samples:,} samples, {r.size:,} tokens", fontsize=10)
+        ax.set_xlabel("token reward r_t")
+        ax.set_ylabel("tokens")
+        ax.grid(alpha=0.3)
+        share = float((r == 0).mean()) if kind == "correct" else float((r < 0).mean())
+        what = "r_t = 0 (p_t <= 0.5)" if kind == "correct" else "penalised (r_t < 0)"
+        ax.text(0.03, 0.97, f"mean r_t {r.mean():+.3f}\n{what}: {100 * share:.1f}%", transform=ax.transAxes,
+                va="top", ha="left", fontsize=8, bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#d0d7de"})
+    ax = fig.add_subplot(1, 3, 3)
+    total = sum(s.mass for s in stats.values())
+    kinds = ["correct", "wrong"]
+    shares = [stats[k].mass / total if total else 0.0 for k in kinds]
+    ax.barh(kinds, shares, color=[colours[k] for k in kinds], alpha=0.8)
+    for y, (k, share) in enumerate(zip(kinds, shares)):
+        ax.text(min(share, 1.0) + 0.02 if share < 0.7 else share - 0.02, y,
+                f"{100 * share:.2f}%  (Σ|r_t| = {stats[k].mass:,.1f})", va="center",
+                ha="left" if share < 0.7 else "right", fontsize=8.5, color="#1f2328" if share < 0.7 else "white")
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_title("share of the RL term's reward mass Σ|r_t|", fontsize=10)
+    ax.set_xlabel("share")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _reward_section(stats: Mapping[str, RewardStats]) -> tuple[str, str, str]:
+    """The token-reward table and its sentences: (html, markdown, the sentence on the reward mass)."""
+    total = sum(s.mass for s in stats.values())
+    head = ["kind", "samples", "tokens", "mean r_t", "r_t < 0", "r_t = 0", "r_t > 0", "Σ|r_t|", "share of Σ|r_t|"]
+    rows = []
+    for kind, st in stats.items():
+        r, n = st.rewards, max(st.rewards.size, 1)
+        rows.append([kind, f"{st.samples:,}", f"{r.size:,}", f"{r.mean():+.4f}" if r.size else "n/a",
+                     _pct(float((r < 0).sum()) / n), _pct(float((r == 0).sum()) / n), _pct(float((r > 0).sum()) / n),
+                     f"{st.mass:,.1f}", _share(st.mass / total) if total else "n/a"])
+    if total:
+        share = stats["correct"].mass / total
+        sentence = (f"The RL term weighs each token by its reward r_t: {_share(share)} of its total weight Σ|r_t| lies on "
+                    f"the tokens of correct samples and {_share(1 - share)} on those of wrong samples"
+                    + (": the update mostly reinforces correct solutions, and the token-level penalties of wrong ones "
+                       "carry little of the signal." if share > 0.9 else "."))
+    else:
+        sentence = "Every token reward is 0: the RL term has no signal."
+    return _html_table(head, rows, numeric_from=1), _md_table(head, rows), sentence
+
+
+def _calibration_png(cal: Mapping[str, Any]) -> bytes:
+    """Reliability-style chart: share of tokens the teacher edited per p_t bucket, token counts annotated."""
+    fig, ax = _figure(8.5, 4.4)
+    styles = {"wrong_predictions": ("held-out wrong predictions", "#cf222e", "o"),
+              "all_predictions": ("all held-out predictions (correct ones: nothing edited)", "#0969da", "s")}
+    bins = cal["wrong_predictions"]
+    ax.plot([0, 1], [1, 0], linestyle="--", color="#8c959f", linewidth=1, label="calibrated: share edited = 1 − p_t")
+    for key, (label, colour, marker) in styles.items():
+        pts = [((r["lo"] + r["hi"]) / 2, r["share_edited"], r["tokens"]) for r in cal[key] if r["tokens"]]
+        if not pts:
+            continue
+        xs, ys, ns = zip(*pts)
+        ax.plot(xs, ys, marker=marker, color=colour, label=label, linewidth=1.4)
+        for x, y, n in zip(xs, ys, ns):
+            ax.annotate(f"{n:,}", (x, y), textcoords="offset points", xytext=(0, 7 if key == "wrong_predictions" else -12),
+                        ha="center", fontsize=7, color=colour)
+    ax.set_xticks([r["lo"] for r in bins] + [bins[-1]["hi"]])
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.05, 1.08)
+    ax.set_xlabel("GRM token probability p_t (bucket; numbers: tokens in it)")
+    ax.set_ylabel("share edited by the teacher's rewrite")
+    ax.axvline(0.5, color="#57606a", linewidth=0.8, linestyle=":")
+    ax.text(0.49, 1.04, "flagged (p_t < 0.5)", ha="right", va="center", fontsize=7.5, color="#57606a")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title("GRM calibration on held-out predictions")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _calibration_tables(cal: Mapping[str, Any], path: PathLike | None) -> tuple[str, str, str]:
+    """The calibration buckets as a table (html, markdown) and a sentence on the lowest and highest buckets."""
+    try:
+        wrong, every = cal["wrong_predictions"], cal["all_predictions"]
+        head = ["p_t bucket", "tokens (wrong predictions)", "edited", "share edited", "tokens (all predictions)",
+                "share edited (all)"]
+        rows = [[f"[{w['lo']:.2f}, {w['hi']:.2f}" + ("]" if i == len(wrong) - 1 else ")"), f"{w['tokens']:,}",
+                 f"{w['edited']:,}", _pct(w["share_edited"]) if w["share_edited"] is not None else "n/a",
+                 f"{a['tokens']:,}", _pct(a["share_edited"]) if a["share_edited"] is not None else "n/a"]
+                for i, (w, a) in enumerate(zip(wrong, every, strict=True))]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: malformed 'calibration' ({exc!r})") from exc
+    filled = [w for w in wrong if w["tokens"]]
+    sentence = ""
+    if len(filled) >= 2:
+        lo, hi = filled[0], filled[-1]
+        sentence = (f"On the held-out wrong predictions, the teacher edited {_pct(lo['share_edited'])} of the "
+                    f"{lo['tokens']:,} tokens with p_t in [{lo['lo']:.1f}, {lo['hi']:.1f}) and {_pct(hi['share_edited'])} "
+                    f"of the {hi['tokens']:,} tokens with p_t in [{hi['lo']:.1f}, {hi['hi']:.1f}]; a calibrated GRM "
+                    "edits about 1 − p_t.")
+    return _html_table(head, rows, numeric_from=1), _md_table(head, rows), sentence
+
+
+def _figure(width: float, height: float, *, axes: bool = True, dpi: int = 100) -> tuple[Any, Any]:
+    """A headless matplotlib figure of ``width`` x ``height`` inches (and one axes unless ``axes`` is False)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig, (fig.add_subplot(1, 1, 1) if axes else None)
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
 # the report
 
 
@@ -606,14 +1128,19 @@ def build_report(
     Args:
         eval_metrics: ``{policy: {split: metrics.json}}`` (the evaluate stage's files; keys ``accuracy``,
             ``ci_low``, ``ci_high``, ``correct``, ``total``; policies ``sft`` and ``rlmec`` are compared).
-        grm_quality: ``grm/quality.json``, or None to leave the section out.
-        stage_metrics: ``{section title: metrics JSON}`` (any JSON object; nested objects are flattened
-            with dots).
+        grm_quality: ``grm/quality.json``, or None to leave the section out. Its ``calibration`` (written by
+            ``evaluate_grm``) is charted; without it the section says so.
+        stage_metrics: the stage files by role (``STAGE_FILES``): ``teacher_samples`` and ``label_samples``
+            (the draws, Parquet), ``teacher``, ``grm_data``, ``grm_rewrites`` and ``label`` (JSON objects) feed
+            the data funnel; a role left out leaves its counts out and the section says so. Every JSON file
+            (any other role too) is listed, flattened, under "Raw metrics".
         train_logs: ``{name: JSONL}``, one record per logged optimizer step with a numeric ``step``; one
-            figure ``<fig_dir>/<name>.png`` each.
+            figure ``<fig_dir>/<name>.png`` each. The last record of ``rl`` with ``tokens_seen`` ends the data
+            funnel.
         token_rewards: ``label/token_rewards.parquet`` (schema ``TOKEN_REWARDS``), or None. A file with no
             rows gives a report that says so.
-        out_html, out_md, fig_dir: outputs (``fig_dir`` is replaced as a whole).
+        out_html, out_md, fig_dir: outputs (``fig_dir`` is replaced as a whole: the charts ``CHART_NAMES`` and
+            the training curves, one PNG each).
         title: the report's heading.
         n_examples: example solutions to show (``min(n_examples, rows)``; up to half incorrect).
         seed: seed of the example draw.
@@ -648,9 +1175,11 @@ def build_report(
     # read and check every input first: nothing is written when one is bad
     evals = _load_eval(eval_metrics)
     quality = _json_object(grm_quality) if grm_quality is not None else None
-    stages = {name: _json_object(path) for name, path in stage_metrics.items()}
+    draws = {role: count_draw(path) for role, path in stage_metrics.items() if role in DRAW_ROLES}
+    stages = {role: _json_object(path) for role, path in stage_metrics.items() if role not in DRAW_ROLES}
     logs = {name: _load_log(path) for name, path in train_logs.items()}
     labelled = _load_token_rewards(token_rewards) if token_rewards is not None else None
+    calibration = quality.get("calibration") if quality is not None else None
     compared = _json_object(comparison) if comparison is not None else None
     if compared is not None and not isinstance(compared.get("methods"), dict):
         raise DataError(f"{comparison}: not a comparison table (no 'methods' object)")
@@ -669,16 +1198,29 @@ def build_report(
             figures[_safe_name(name)] = _curves_png(name, records)
         except DataError as exc:
             raise DataError(f"{train_logs[name]}: {exc}") from exc
-    if len(figures) != len(logs):
-        raise ValueError(f"train_logs names {list(logs)} collide once made file names")
+    if len(figures) != len(logs) or set(figures) & set(CHART_NAMES.values()):
+        raise ValueError(f"train_logs names {list(logs)} collide once made file names (with each other or with "
+                         f"the report's charts {sorted(CHART_NAMES.values())})")
+    funnel_paths = {**stage_metrics, **({"rl_log": train_logs["rl"]} if "rl" in train_logs else {})}
+    funnel, funnel_notes = data_funnel(stages, draws, logs.get("rl"), funnel_paths)
+    rewards = reward_stats(labelled) if labelled is not None and labelled.num_rows else None
+    charts: dict[str, bytes] = {}  # section -> PNG, written as fig_dir/CHART_NAMES[section].png
+    if any(st.count is not None for st in funnel):
+        charts["Data funnel"] = _funnel_png(funnel)
+    if rewards is not None:
+        charts["Token rewards"] = _reward_png(rewards, pos, neg)
+    cal_parts = _calibration_tables(calibration, grm_quality) if calibration is not None else None
+    if calibration is not None:
+        charts["GRM quality"] = _calibration_png(calibration)
 
     h: list[str] = [f"<h1>{_esc(title)}</h1>"]
     md: list[str] = [f"# {_md_cell(title)}"]
     rounds_first = by_round is not None and compared is not None  # right after the methods table
     sections = (["Methods compared"] if compared is not None else []) \
         + (["Accuracy by round"] if rounds_first else []) + ["Accuracy"] + (["Accuracy by round"] if by_round is not None and not rounds_first else []) \
-        + (["GRM quality"] if quality is not None else []) + (["Stage metrics"] if stages else []) \
-        + (["Training curves"] if logs else []) + ["Example solutions"]
+        + ["Data funnel"] + (["GRM quality"] if quality is not None else []) \
+        + (["Token rewards"] if labelled is not None else []) + (["Training curves"] if logs else []) \
+        + ["Example solutions"] + (["Raw metrics"] if stages or quality is not None else [])
     rounds_parts = (_rounds_section(by_round, r_chart, rounds, rounds_chart, out_md)
                     if by_round is not None else ("", ""))
     rounds_h = [f'<h2 id="{_anchor("Accuracy by round")}">Accuracy by round</h2>', rounds_parts[0]]
@@ -700,23 +1242,77 @@ def build_report(
         h += rounds_h
         md += rounds_md
 
+    fig_paths = {name: fig_dir / f"{name}.png" for name in [*(CHART_NAMES[c] for c in charts), *figures]}
+
+    def chart(section: str, alt: str, caption: str) -> tuple[str, str]:
+        return _chart_figure(charts[section], fig_paths[CHART_NAMES[section]], out_md, alt, caption)
+
+    h.append('<h2 id="data-funnel">Data funnel</h2>')
+    md.append("## Data funnel")
+    intro = ("How many samples each stage kept, from the starting policy's two draws to the tokens the RL update "
+             "trained on, and what each step left out on the way (in red) and why. The teacher rewrites the wrong "
+             "samples of its draw; its verified rewrites and the correct samples train the GRM. The GRM rewrites the "
+             "wrong samples of the RL draw; its verified rewrites and the correct samples get token-level rewards "
+             "(the label stage), on which the RL update trains.")
+    h.append(f"<p>{_esc(intro)}</p>")
+    md.append(intro)
+    for note in funnel_notes:
+        h.append(f'<p class="meta">{_esc(note)}</p>')
+        md.append(f"_{_md_cell(note)}_")
+    if "Data funnel" in charts:
+        f_h, f_md = chart("Data funnel", "data funnel", "Each box counts what a stage kept; an arrow leads to the "
+                          "next stage, red lines under a box say what left on the way in and why, a green arc is the "
+                          "correct samples' direct path (they need no rewrite).")
+        t_h, t_md = _funnel_tables(funnel)
+        h += [f_h, t_h]
+        md += [f_md, t_md]
+    else:
+        h.append("<p><em>No stage files given: nothing to count.</em></p>")
+        md.append("_No stage files given: nothing to count._")
+
     if quality is not None:
-        q_h, q_md = _kv_section(quality, GRM_QUALITY_KEYS)
+        q_h, q_md = _kv_section({k: v for k, v in quality.items() if k != "calibration"}, GRM_QUALITY_KEYS)
         intro = ("The trained GRM on held-out problems: its two-step rewrites of wrong predictions against the "
                  "teacher's, and its token probabilities as a detector of the tokens the teacher changed "
                  "(a token is flagged when p_t < 0.5).")
-        h += ['<h2 id="grm-quality">GRM quality</h2>', f"<p>{_esc(intro)}</p>", q_h]
-        md += ["## GRM quality", intro, q_md]
+        h += ['<h2 id="grm-quality">GRM quality</h2>', f"<p>{_esc(intro)}</p>", q_h, "<h3>Calibration of p_t</h3>"]
+        md += ["## GRM quality", intro, q_md, "### Calibration of p_t"]
+        if cal_parts is None:
+            note = (f"{grm_quality} has no 'calibration' (written before the GRM evaluation measured it): rerun the "
+                    "grm_eval stage to see how often the teacher edits a token of each p_t.")
+            h.append(f"<p><em>{_esc(note)}</em></p>")
+            md.append(f"_{_md_cell(note)}_")
+        else:
+            c_intro = ("The label stage trusts p_t: a token the GRM would keep (p_t near 1) is rewarded, one it would "
+                       "change (p_t near 0) penalised. Here, per bucket of p_t, the share of the held-out tokens that "
+                       "the teacher's minimal rewrite edited (deleted or substituted); a calibrated GRM lies on the "
+                       "dashed line.")
+            c_html, c_md, c_sentence = cal_parts
+            c_fig_h, c_fig_md = chart("GRM quality", "GRM calibration",
+                                      "Share of tokens the teacher's rewrite edited per p_t bucket; the numbers are "
+                                      "the tokens in each bucket.")
+            h += [f"<p>{_esc(c_intro)}</p>", c_fig_h] + ([f'<p class="verdict">{_esc(c_sentence)}</p>'] if c_sentence else []) \
+                + [c_html]
+            md += [c_intro, c_fig_md] + ([f"**{_md_text(c_sentence)}**"] if c_sentence else []) + [c_md]
 
-    if stages:
-        h.append('<h2 id="stage-metrics">Stage metrics</h2>')
-        md.append("## Stage metrics")
-        for name, obj in stages.items():
-            s_h, s_md = _kv_section(obj)
-            h += [f"<h3>{_esc(name)}</h3>", f'<p class="meta">{_esc(str(stage_metrics[name]))}</p>', s_h]
-            md += [f"### {_md_cell(name)}", f"`{stage_metrics[name]}`", s_md]
+    if labelled is not None:
+        h.append('<h2 id="token-rewards">Token rewards</h2>')
+        md.append("## Token rewards")
+        if rewards is None:
+            note = f"No labelled samples: {token_rewards} has no rows."
+            h.append(f"<p><em>{_esc(note)}</em></p>")
+            md.append(f"_{_md_cell(note)}_")
+        else:
+            r_html, r_md, r_sentence = _reward_section(rewards)
+            r_intro = (f"The token rewards r_t of the labelled samples: r_t = clip(p_t − 0.5) into {list(pos)} for a "
+                       f"correct sample and into {list(neg)} for a wrong one, so a wrong sample's token is penalised "
+                       "only where the GRM would change it (p_t < 0.5).")
+            r_fig_h, r_fig_md = chart("Token rewards", "token reward distribution",
+                                      "Histograms of r_t (tokens, log scale) for correct and for wrong samples, and "
+                                      "the share of the RL term's reward mass Σ|r_t| on each.")
+            h += [f"<p>{_esc(r_intro)}</p>", r_fig_h, f'<p class="verdict">{_esc(r_sentence)}</p>', r_html]
+            md += [r_intro, r_fig_md, f"**{_md_text(r_sentence)}**", r_md]
 
-    fig_paths = {name: fig_dir / f"{name}.png" for name in figures}
     if logs:
         h.append('<h2 id="training-curves">Training curves</h2>')
         md.append("## Training curves")
@@ -764,18 +1360,27 @@ def build_report(
             md.append(e_md)
             shown.append(str(row["sample_id"]))
 
+    if stages or quality is not None:
+        raw = {**({"grm_quality": grm_quality} if quality is not None else {}),
+               **{role: path for role, path in stage_metrics.items() if role not in DRAW_ROLES}}
+        objs = {"grm_quality": quality, **stages}
+        r_h, r_md = _raw_section(raw, objs, out_md)
+        h += ['<h2 id="raw-metrics">Raw metrics</h2>', r_h]
+        md += ["## Raw metrics", r_md]
+
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>'
             "<body>\n" + "\n".join(h) + "\n</body></html>\n")
     markdown = "\n\n".join(md) + "\n"
 
+    pngs = {**{CHART_NAMES[c]: png for c, png in charts.items()}, **{n: png for n, (png, _) in figures.items()}}
     with atomic_path(fig_dir) as tmp:
         tmp.mkdir()
-        for name, (png, _) in figures.items():
+        for name, png in pngs.items():
             (tmp / f"{name}.png").write_bytes(png)
     write_text_atomic(out_md, markdown)
     write_text_atomic(out_html, page)
-    log.info("report: %s, %s, %d figure(s) in %s", out_html, out_md, len(figures), fig_dir)
+    log.info("report: %s, %s, %d figure(s) in %s", out_html, out_md, len(pngs), fig_dir)
     return {
         "html": str(out_html),
         "md": str(out_md),
@@ -785,6 +1390,23 @@ def build_report(
         "n_labelled": labelled.num_rows if labelled is not None else None,
         "examples": shown,
     }
+
+
+def _raw_section(paths: Mapping[str, PathLike], objs: Mapping[str, Mapping[str, Any]], out_md: Path) -> tuple[str, str]:
+    """Every key of every JSON file, flattened: collapsed in HTML (``<details>``), links to the files in Markdown."""
+    intro = ("Every key of the metrics files the sections above read, flattened (nested keys joined with dots); "
+             "the files themselves are the reference.")
+    parts = []
+    links = []
+    for role, path in paths.items():
+        t_h, _ = _kv_section(objs[role])
+        name = _short(role, path) if role in STAGE_FILES else "/".join(Path(path).parts[-2:])
+        parts.append(f"<h3>{_esc(name)}</h3>" + f'<p class="meta">{_esc(str(path))}</p>' + t_h)
+        rel = Path(os.path.relpath(Path(path), start=out_md.parent)).as_posix()
+        links.append(f"- [{_md_cell(name)}]({rel})")
+    h = (f'<details id="raw-metrics-details"><summary>{len(paths)} metrics file(s): show every key</summary>'
+         f"<p>{_esc(intro)}</p>" + "".join(parts) + "</details>")
+    return h, "The metrics files the sections above read, every key (JSON):\n\n" + "\n".join(links)
 
 
 def _comparison_section(summary: Mapping[str, Any], chart: bytes | None, path: PathLike | None,

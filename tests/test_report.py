@@ -11,12 +11,22 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from rlmec_core.calibration import calibration_table
 from rlmec_core.cli import main as cli_main
 from rlmec_core.errors import DataError
-from rlmec_core.io import write_parquet
-from rlmec_core.report import build_report, eval_paths_by_policy, find_run_inputs, select_examples
+from rlmec_core.io import read_json, write_parquet
+from rlmec_core.report import (
+    DRAW_ROLES,
+    STAGE_FILES,
+    build_report,
+    count_draw,
+    data_funnel,
+    eval_paths_by_policy,
+    find_run_inputs,
+    select_examples,
+)
 from rlmec_core.rewards import step_reward_sums, token_rewards
-from rlmec_core.schemas import TOKEN_REWARDS
+from rlmec_core.schemas import SAMPLES, TOKEN_REWARDS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -93,6 +103,28 @@ EVALS = {
 }
 
 
+def write_draw(path: Path, correct: int, wrong: int, prompt_too_long: int = 0) -> Path:
+    """A ``SAMPLES`` file with that many correct, wrong and never generated (prompt too long) samples."""
+    kinds = [("stop", True)] * correct + [("stop", False)] * wrong + [("prompt_too_long", False)] * prompt_too_long
+    rows = [{"sample_id": f"p{i}#0", "problem_id": f"p{i}", "sample_index": 0, "prompt": "Q:", "completion": "1",
+             "token_ids": [5], "num_tokens": 1, "finish_reason": reason, "pred_answer": "1", "gold_answer": "1",
+             "correct": ok, "backend": "hf", "temperature": 1.0, "top_p": 1.0, "seed": i}
+            for i, (reason, ok) in enumerate(kinds)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(pa.Table.from_pylist(rows, schema=SAMPLES), path, SAMPLES)
+    return path
+
+
+# The crafted funnel: every arrow's count follows from the one before, what it drops and what enters beside it.
+# Teacher draw: 20 samples (8 correct, 11 wrong, 1 prompt too long); 9 distinct wrong texts sent (2 repeats),
+# 7 verified (1 wrong answer, 1 parse error); GRM data: 2 x 7 rows + 5 of the 6 distinct correct texts.
+# RL draw: 30 samples (12 correct, 18 wrong); 15 distinct wrong texts (3 repeats), 3 verified by the GRM
+# (9 wrong answers, 2 parse errors, 1 filtered); labels: 3 wrong + 4 distinct correct - 1 duplicate - 1 too long.
+FUNNEL_COUNTS = [20, 11, 7, 19, 30, 18, 3, 5, 4321]
+CALIBRATION_PROBS = [0.05, 0.05, 0.3, 0.45, 0.6, 0.95, 0.97, 0.99, 1.0, 1.0]
+CALIBRATION_EDITED = [True, False, True, True, False, True, False, False, False, False]
+
+
 def make_run(root: Path, rows: list[dict[str, Any]] | None = None) -> Path:
     """A fake results/<run>/ with every file the report reads."""
     run = root / "results" / "fake"
@@ -100,14 +132,31 @@ def make_run(root: Path, rows: list[dict[str, Any]] | None = None) -> Path:
         write_json(run / "eval" / policy / split / "metrics.json",
                    {"accuracy": acc, "ci_low": lo, "ci_high": hi, "correct": k, "total": n, "backend": "hf",
                     "confidence": 0.95})
+    calibration = {"bins": 10, "wrong_predictions": calibration_table(CALIBRATION_PROBS, CALIBRATION_EDITED),
+                   "all_predictions": calibration_table(CALIBRATION_PROBS + [1.0] * 5, CALIBRATION_EDITED + [False] * 5)}
     write_json(run / "grm" / "quality.json",
                {"error_step_accuracy": 0.8125, "rewrite_exact_match": 0.5, "rewrite_answer_correct": 0.9,
                 "rewrite_mean_edit_ratio": 0.12, "token_flag_precision": 0.7, "token_flag_recall": 0.6,
                 "token_flag_f1": 0.646, "correct_tokens_flagged": 0.03, "token_flag_recall_first_error_step": None,
-                "validation_wrong": 16, "validation_correct": 9})
-    write_json(run / "teacher" / "metrics.json", {"statuses": {"ok": 12, "parse_error": 1}, "mean_edit_ratio": 0.2})
-    write_json(run / "grm" / "rewrites_metrics.json", {"kept": 30, "mean_edit_ratio": 0.15})
-    write_json(run / "label" / "metrics.json", {"rows": 5, "reward": {"mean_neg": -0.04, "mean_pos": 0.31}})
+                "validation_wrong": 16, "validation_correct": 9, "calibration": calibration})
+    write_draw(run / "samples" / "sft" / "teacher.parquet", correct=8, wrong=11, prompt_too_long=1)
+    write_draw(run / "samples" / "sft" / "rl.parquet", correct=12, wrong=18)
+    write_json(run / "teacher" / "metrics.json",
+               {"samples": 20, "distinct_predictions": 15, "passthrough_correct": 6, "sent_to_teacher": 9,
+                "statuses": {"ok": 7, "wrong_answer": 1, "parse_error": 1, "api_error": 0, "filtered": 0},
+                "teacher_model": "oracle <x>", "mean_edit_ratio": 0.2})
+    write_json(run / "grm" / "data_stats.json",
+               {"rewrites_rows": 15, "examples": 19,
+                "train": {"error_step": 5, "rewrite_of_wrong": 5, "rewrite_of_correct": 4},
+                "validation": {"error_step": 2, "rewrite_of_wrong": 2, "rewrite_of_correct": 1}})
+    write_json(run / "grm" / "rewrites_metrics.json",
+               {"samples": 30, "distinct_predictions": 19, "wrong": 15, "prompt_too_long": 1,
+                "statuses": {"ok": 3, "wrong_answer": 9, "parse_error": 2, "api_error": 0, "filtered": 1},
+                "mean_edit_ratio": 0.15})
+    write_json(run / "label" / "metrics.json",
+               {"rewrite_rows": 19, "correct_duplicates": 1, "wrong_without_rewrite": 12, "too_long": 1, "labelled": 5,
+                "labelled_correct": 2, "labelled_wrong": 3, "reward_tokens": 26, "rewrites": "results/fake/grm/rewrites.parquet",
+                "reward": {"mean_neg": -0.04, "mean_pos": 0.31}})
     steps = range(10, 60, 10)
     val = {20: 0.3, 40: 0.45, 50: 0.4}  # in-training validation of the bootstrap (best at step 40)
     write_jsonl(run / "train_logs" / "policy_sft.jsonl",
@@ -117,15 +166,16 @@ def make_run(root: Path, rows: list[dict[str, Any]] | None = None) -> Path:
     write_jsonl(run / "train_logs" / "grm.jsonl", [{"step": s, "loss": 2.0 / s, "lr": 2e-5} for s in steps])
     write_jsonl(run / "train_logs" / "rl.jsonl",
                 [{"step": s, "loss": 1.0 / s, "lr": 5e-6, "loss_rl": 0.1 / s, "loss_ir": 0.9 / s,
-                  "clip_frac": 0.01 * s, "ratio_mean": 1.0, "approx_kl": 1e-4 * s, "grad_norm": None} for s in steps])
+                  "clip_frac": 0.01 * s, "ratio_mean": 1.0, "approx_kl": 1e-4 * s, "grad_norm": None,
+                  "examples_seen": s // 5, "tokens_seen": 4321 * s // 50, "epoch": s / 25} for s in steps])
     table = pa.Table.from_pylist(token_reward_rows() if rows is None else rows, schema=TOKEN_REWARDS)
     write_parquet(table, run / "label" / "token_rewards.parquet", TOKEN_REWARDS)
     return run
 
 
-def report_args(run: Path, out: Path, **overrides: Any) -> dict[str, Any]:
+def report_args(run: Path, out: Path, check_missing: bool = True, **overrides: Any) -> dict[str, Any]:
     found = find_run_inputs(run)
-    assert not found.missing
+    assert not found.missing or not check_missing
     args: dict[str, Any] = dict(
         eval_metrics=found.eval_metrics, grm_quality=found.grm_quality, stage_metrics=found.stage_metrics,
         train_logs=found.train_logs, token_rewards=found.token_rewards, out_html=out / "report.html",
@@ -149,6 +199,25 @@ def test_report_content(run: Path, tmp_path: Path) -> None:
     result = build_report(**report_args(run, out))
     page = (out / "report.html").read_text()
     md = (out / "summary.md").read_text()
+    rewards = {ok: [r for row in token_reward_rows() if row["correct"] == ok for r in row["rewards"]] for ok in (True, False)}
+    mass = {ok: sum(abs(r) for r in rs) for ok, rs in rewards.items()}
+    mass_share = f"{100 * mass[True] / (mass[True] + mass[False]):.1f}"
+
+    assert "sent to the teacher (oracle &lt;x&gt;)" in page and "sent to the teacher (oracle &lt;x&gt;)" in md
+
+    # sections in reading order, raw metrics last and collapsed
+    ids = re.findall(r'<h2 id="([^"]+)"', page)
+    assert ids == ["accuracy", "data-funnel", "grm-quality", "token-rewards", "training-curves", "example-solutions",
+                   "raw-metrics"]
+    assert "Stage metrics" not in page and "Stage metrics" not in md
+    raw = page[page.index('<h2 id="raw-metrics">'):]
+    assert raw.count("<details") == 1 and "<details open" not in raw and "</details>" in raw
+    assert "statuses.parse_error" in raw and "reward.mean_neg" in raw and "train.rewrite_of_correct" in raw
+    assert "statuses.parse_error" not in page[:page.index('<h2 id="raw-metrics">')]  # decoded above, raw only here
+    links = re.findall(r"^- \[([^\]]+)\]\(([^)]+)\)$", md[md.index("## Raw metrics"):], re.M)
+    assert [name for name, _ in links] == ["grm/quality.json", "teacher/metrics.json", "grm/data_stats.json",
+                                          "grm/rewrites_metrics.json", "label/metrics.json"]
+    assert all((out / link).resolve().is_file() for _, link in links)
 
     # (a) accuracy with CIs, difference and verdict
     for text in (html.unescape(page), md):
@@ -163,9 +232,25 @@ def test_report_content(run: Path, tmp_path: Path) -> None:
         assert ("On test, RLMEC's accuracy (62.0%) is not above more SFT on the gold solutions (SFT-gold)'s 95% "
                 "interval [45.0%, 65.0%]: no clear improvement.") in text
         assert "moves validation accuracy by +1.0 pp (at most 2 points: converged)" in text
-        # (b) GRM quality and (c) stage metrics, nested keys flattened
+        # GRM quality
         assert "error_step_accuracy" in text and "0.8125" in text
-        assert "statuses.parse_error" in text and "reward.mean_neg" in text
+        # the data funnel: counts, what left on the way and why, and where each count comes from
+        assert "| wrong samples | 11 samples | 9 distinct texts (per problem) | −8 correct: to the GRM data as they are " \
+               "(no rewrite); −1 prompt too long for the policy: no solution | samples/sft/teacher.parquet |" in md
+        assert ("| rewritten by the GRM (verified) | 3 distinct texts | of 15 distinct wrong texts, by the GRM trained "
+                "on the rows above | −9 rewrite reaches a wrong answer; −3 repeat a wrong text of the same problem (one "
+                "rewrite per distinct text); −2 reply not usable (no step label or no continuation); −1 filtered: prompt "
+                "too long, or edit ratio above teacher.max_edit_ratio | grm/rewrites_metrics.json |") in md
+        assert "−1 correct texts left out to balance the wrong ones (grm.balance_correct)" in text
+        assert "2 correct + 3 wrong; 26 tokens of y with a reward r_t" in text
+        assert "4,321 tokens" in text and "10 examples in 2 epochs" in text
+        # token rewards: counts per kind and the share of the reward mass
+        assert re.search(r"\| correct \| 2 \| 8 \| \+0\.\d{4} \| 0\.0% \|", md)
+        assert re.search(r"\| wrong \| 3 \| 18 \| -0\.\d{4} \|", md)
+        assert f"{mass_share}% of its total weight Σ|r_t| lies on the tokens of correct samples" in text
+        # calibration: one row per p_t bucket, tokens and the share the teacher edited
+        assert "| [0.00, 0.10) | 2 | 1 | 50.0% | 2 | 50.0% |" in md and "| [0.90, 1.00] | 5 | 1 | 20.0% | 10 | 10.0% |" in md
+        assert "the teacher edited 50.0% of the 2 tokens with p_t in [0.0, 0.1) and 20.0% of the 5 tokens" in text
     assert result["verdict"] == {"test": "above", "validation": "within", "test vs sft_gold": "within",
                                  "validation vs sft_gold": "within"}
     assert result["accuracy"]["rlmec"]["test"]["accuracy"] == 0.62
@@ -217,18 +302,113 @@ def test_report_content(run: Path, tmp_path: Path) -> None:
     assert f"| [1] ← first error | 7 &amp; 2 = 9 | {sums[1]:+.3f} |" in md
     assert "# Fake &lt;run&gt; &amp; co" in md and "| [0] | &lt;b&gt;7 &amp; 2 = 14 |" in md
 
-    # (d) one valid PNG per log, embedded in the HTML and linked relative to the Markdown
+    # one valid PNG per chart and per log, embedded in the HTML and linked relative to the Markdown
     pngs = sorted(p.name for p in (out / "figures").iterdir())
-    assert pngs == ["grm.png", "policy_sft.png", "rl.png", "sft_gold.png"]
+    assert pngs == ["data_funnel.png", "grm.png", "grm_calibration.png", "policy_sft.png", "rl.png", "sft_gold.png",
+                    "token_rewards.png"]
+    assert sorted(Path(p).name for p in result["figures"]) == pngs
     for name in pngs:
         data = (out / "figures" / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) > 5000
-    assert page.count('src="data:image/png;base64,iVBORw0KGgo') == 4
+    assert page.count('src="data:image/png;base64,iVBORw0KGgo') == 7
+    for alt in ("data funnel", "GRM calibration", "token reward distribution"):
+        assert f'<img alt="{alt}" src="data:image/png;base64,iVBORw0KGgo' in page
     assert ("policy_sft: grad_norm, loss, lr, val_accuracy against the optimizer step (val_accuracy, the in-training "
             "validation, against the epoch; the star marks the evaluation whose weights the stage kept)") in md
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (out / link).is_file()
     assert "loss_ir" in page and "clip_frac" in page and "approx_kl" in page
+
+
+def funnel_of(run: Path) -> tuple[list[Any], list[str]]:
+    """:func:`data_funnel` on the stage files of ``run`` that exist."""
+    found = find_run_inputs(run)
+    stages = {r: read_json(p) for r, p in found.stage_metrics.items() if r not in DRAW_ROLES}
+    draws = {r: count_draw(p) for r, p in found.stage_metrics.items() if r in DRAW_ROLES}
+    log = [json.loads(line) for line in found.train_logs["rl"].read_text().splitlines()] if "rl" in found.train_logs else None
+    paths = {**found.stage_metrics, **({"rl_log": found.train_logs["rl"]} if "rl" in found.train_logs else {})}
+    return data_funnel(stages, draws, log, paths)
+
+
+def test_data_funnel_counts_follow_every_arrow(run: Path) -> None:
+    assert list(find_run_inputs(run).stage_metrics) == list(STAGE_FILES)  # every role found, in funnel order
+    steps, notes = funnel_of(run)
+    assert notes == []
+    assert [s.count for s in steps] == FUNNEL_COUNTS
+    assert [s.lane for s in steps] == [0] * 4 + [1] * 5
+    assert count_draw(run / "samples" / "sft" / "teacher.parquet").prompt_too_long == 1
+    # what enters a step = what the step before kept - what left on the way + what came beside it (correct texts)
+    for i in (1, 2, 5, 6, 7):
+        side = steps[i].side_input[0] if steps[i].side_input else 0
+        assert steps[i - 1].count - sum(n for n, _ in steps[i].drops) + side == steps[i].count, steps[i].label
+    # GRM rows: two per verified rewrite, plus the correct texts the balance kept
+    assert 2 * steps[2].count + steps[3].side_input[0] - sum(n for n, _ in steps[3].drops) == steps[3].count
+    assert all(n > 0 for s in steps for n, _ in s.drops)
+    assert [s.source for s in steps] == ["samples/sft/teacher.parquet", "samples/sft/teacher.parquet",
+                                         "teacher/metrics.json", "grm/data_stats.json", "samples/sft/rl.parquet",
+                                         "samples/sft/rl.parquet", "grm/rewrites_metrics.json", "label/metrics.json",
+                                         "train_logs/rl.jsonl"]
+
+
+def test_report_says_what_is_missing_and_still_counts_the_rest(run: Path, tmp_path: Path) -> None:
+    for rel in ("samples/sft/rl.parquet", "grm/data_stats.json"):
+        (run / rel).unlink()
+    quality = read_json(run / "grm" / "quality.json")
+    del quality["calibration"]  # a quality.json written before the calibration
+    write_json(run / "grm" / "quality.json", quality)
+    found = find_run_inputs(run)
+    assert found.missing == [str(run / "grm" / "data_stats.json"), str(run / "samples" / "sft" / "rl.parquet")]
+    out = tmp_path / "out"
+    args = report_args(run, out, stage_metrics=found.stage_metrics, check_missing=False)
+    result = build_report(**args)
+    page = html.unescape((out / "report.html").read_text())
+    md = (out / "summary.md").read_text()
+    for text in (page, md):
+        assert "grm/data_stats.json not given: its counts are left out." in text
+        assert "samples/sft/rl.parquet not given: its counts are left out." in text
+        assert "| GRM training data rows | missing |" in md
+        assert "has no 'calibration'" in text and "rerun the grm_eval stage" in text
+    steps, _ = funnel_of(run)
+    assert [s.count for s in steps] == [20, 11, 7, None, 30, None, 3, 5, 4321]  # the draw's size from the GRM's metrics
+    assert sorted(Path(p).name for p in result["figures"]) == ["data_funnel.png", "grm.png", "policy_sft.png", "rl.png",
+                                                              "sft_gold.png", "token_rewards.png"]
+    # nothing at all to count: the section says so instead of a chart of empty boxes
+    build_report(**report_args(run, tmp_path / "bare", stage_metrics={}, train_logs={}, check_missing=False))
+    bare = (tmp_path / "bare" / "report.html").read_text()
+    assert "No stage files given: nothing to count." in bare and 'alt="data funnel"' not in bare
+    assert "train_logs/rl.jsonl not given" in bare
+
+
+def test_funnel_follows_the_teacher_rewrites_when_the_labels_use_them(run: Path) -> None:
+    """label.rewrites: teacher (an ablation): the labels come from the teacher's rewrites of its own draw."""
+    label = read_json(run / "label" / "metrics.json")
+    write_json(run / "label" / "metrics.json", {**label, "rewrites": "results/fake/teacher/rewrites.parquet",
+                                                "rewrite_rows": 15})
+    steps, _ = funnel_of(run)
+    assert [s.label for s in steps[4:7]] == ["samples of the teacher draw (label.rewrites: teacher)", "wrong samples",
+                                             "rewritten by the teacher (verified)"]
+    assert [s.count for s in steps[4:7]] == [20, 11, 7] and steps[7].side_input == (6, "distinct correct texts")
+    assert steps[6].source == "teacher/metrics.json"
+
+
+def test_malformed_stage_files_name_the_file_and_key(run: Path, tmp_path: Path) -> None:
+    write_json(run / "teacher" / "metrics.json", {"samples": 20, "sent_to_teacher": 9})
+    with pytest.raises(DataError, match=r"teacher/metrics\.json: no 'statuses\.ok'"):
+        build_report(**report_args(run, tmp_path / "out"))
+    make_run(tmp_path)
+    write_json(run / "label" / "metrics.json", {**read_json(run / "label" / "metrics.json"), "labelled": "5"})
+    with pytest.raises(DataError, match=r"label/metrics\.json: 'labelled' must be"):
+        build_report(**report_args(run, tmp_path / "out"))
+    make_run(tmp_path)
+    quality = read_json(run / "grm" / "quality.json")
+    write_json(run / "grm" / "quality.json", {**quality, "calibration": {"bins": 10}})
+    with pytest.raises(DataError, match=r"quality\.json: malformed 'calibration'"):
+        build_report(**report_args(run, tmp_path / "out"))
+    make_run(tmp_path)
+    (run / "samples" / "sft" / "rl.parquet").write_bytes(b"not parquet")
+    with pytest.raises(DataError, match=r"rl\.parquet: not a readable Parquet file"):
+        build_report(**report_args(run, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_report_is_deterministic_and_respects_n_examples(run: Path, tmp_path: Path) -> None:
@@ -263,7 +443,8 @@ def test_empty_token_rewards_says_so(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("rel", ["grm/quality.json", "eval/rlmec/test/metrics.json", "train_logs/rl.jsonl",
-                                 "label/token_rewards.parquet", "label/metrics.json"])
+                                 "label/token_rewards.parquet", "label/metrics.json", "samples/sft/teacher.parquet",
+                                 "grm/data_stats.json"])
 def test_missing_input_names_the_file(run: Path, tmp_path: Path, rel: str) -> None:
     args = report_args(run, tmp_path / "out")
     (run / rel).unlink()

@@ -6,7 +6,11 @@ rule report:
             split=config["evaluate"]["splits"],
         ),
         grm_quality=f"{RESULTS}/grm/quality.json",
+        # the stage files of the data funnel, by the roles of rlmec_core.report.STAGE_FILES
+        teacher_samples=f"{RESULTS}/samples/sft/teacher.parquet",
         teacher=f"{RESULTS}/teacher/metrics.json",
+        grm_data=f"{RESULTS}/grm/data_stats.json",
+        label_samples=LABEL_SOURCES[LABEL["rewrites"]][1],  # the draw the label stage labelled
         grm_rewrites=f"{RESULTS}/grm/rewrites_metrics.json",
         label=f"{RESULTS}/label/metrics.json",
         train_logs=[
@@ -24,8 +28,8 @@ rule report:
         figures=report(
             directory(f"{RESULTS}/report_figures"),
             patterns=["{name}.png"],
-            caption="../report/training_curves.rst",
-            category="Training curves",
+            caption="../report/report_figures.rst",
+            category="Report figures",
         ),
     params:
         title=f"RLMEC run '{RUN}'",

@@ -1,8 +1,9 @@
-"""Stage script `report`: report.html, summary.md and training-curve PNGs of a run (see rlmec_core.report)."""
+"""Stage script `report`: report.html, summary.md and the charts of a run (see rlmec_core.report); the rule names
+its stage files by the roles of rlmec_core.report.STAGE_FILES."""
 
 from pathlib import Path
 
-from rlmec_core.report import build_report, eval_paths_by_policy
+from rlmec_core.report import STAGE_FILES, build_report, eval_paths_by_policy
 from rlmec_core.workflow import stage_context
 
 
@@ -11,8 +12,7 @@ def main(smk) -> None:
         build_report(
             eval_metrics=eval_paths_by_policy(smk.input.eval),
             grm_quality=smk.input.grm_quality,
-            stage_metrics={"teacher": smk.input.teacher, "GRM rewrites": smk.input.grm_rewrites,
-                           "label": smk.input.label},
+            stage_metrics={role: getattr(smk.input, role) for role in STAGE_FILES},
             train_logs={Path(p).stem: p for p in smk.input.train_logs},
             token_rewards=smk.input.token_rewards,
             out_html=smk.output.html,
