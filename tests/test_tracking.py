@@ -128,3 +128,23 @@ def test_settings_travel_through_the_environment_and_bad_names_are_refused(tmp_p
         nothing.log({"loss": 1.0}, 1)
     assert tracker_run_name("method_rl", ["rft", "0.0001", "0"]) == "method_rl/rft/0.0001/0"
     assert tracker_run_name("rl", []) == "rl"
+
+
+def test_grpo_trainer_callback_forwards_each_log_record_at_its_step():
+    from types import SimpleNamespace
+
+    from rlmec_core.stages.grpo import TrackerCallback
+
+    class Recorder:
+        def __init__(self):
+            self.seen = []
+
+        def log(self, record, step):
+            self.seen.append((step, dict(record)))
+
+    recorder = Recorder()
+    callback = TrackerCallback(recorder)
+    callback.on_log(None, SimpleNamespace(global_step=3, is_world_process_zero=True), None, logs={"loss": 0.5})
+    callback.on_log(None, SimpleNamespace(global_step=4, is_world_process_zero=False), None, logs={"loss": 0.4})
+    callback.on_log(None, SimpleNamespace(global_step=5, is_world_process_zero=True), None, logs=None)
+    assert recorder.seen == [(3, {"loss": 0.5})]
