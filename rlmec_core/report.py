@@ -716,13 +716,22 @@ def _short(role: str, path: PathLike) -> str:
     return "/".join(Path(path).parts[-depth:])
 
 
+@dataclass(frozen=True)
+class Funnel:
+    """The data funnel: its steps, notes on what could not be counted, and sentences that sum it up."""
+
+    steps: list[FunnelStep]
+    notes: list[str]
+    summary: list[str]
+
+
 def data_funnel(
     stages: Mapping[str, Mapping[str, Any]],
     draws: Mapping[str, DrawCounts],
     rl_log: Sequence[Mapping[str, Any]] | None,
     paths: Mapping[str, PathLike],
-) -> tuple[list[FunnelStep], list[str]]:
-    """The steps of the data funnel from what the stages wrote, and notes on what could not be shown.
+) -> Funnel:
+    """The steps of the data funnel from what the stages wrote, notes on what could not be shown, and a summary.
 
     Args:
         stages: the JSON stage files by role (``teacher``, ``grm_data``, ``grm_rewrites``, ``label``; see
@@ -732,15 +741,17 @@ def data_funnel(
         paths: every given file by role (``rl_log`` for the log), for the sources and error messages.
 
     Returns:
-        ``(steps, notes)``: 4 steps in lane 0 (teacher draw, its wrong samples, verified teacher rewrites,
-        GRM training rows) and 5 in lane 1 (RL draw, its wrong samples, usable rewrites, labelled rows, RL
-        update); ``notes`` names each missing input.
+        ``steps``: 4 in lane 0 (teacher draw, its wrong samples, verified teacher rewrites, GRM training rows)
+        and 5 in lane 1 (RL draw, its wrong samples, verified rewrites, labelled rows, RL update); ``notes``
+        names each missing input; ``summary``: how many wrong texts each rewriter's rewrite was verified for
+        (and its main loss), and what the RL update trained on.
 
     Raises:
         DataError: a given file lacks a count the funnel needs (the message names the file and key).
     """
     notes = [f"{STAGE_FILES[r]} not given: its counts are left out." for r in STAGE_FILES
              if r not in stages and r not in draws]
+    summary: list[str] = []
     if rl_log is None:
         notes.append("train_logs/rl.jsonl not given: the RL update's tokens are left out.")
     src = {role: _short(role, p) for role, p in paths.items()}
@@ -751,6 +762,8 @@ def data_funnel(
     sent = _get(t, tp, "sent_to_teacher") if t is not None else None
     t_ok = _get(t, tp, "statuses", "ok") if t is not None else None
     t_correct = _get(t, tp, "passthrough_correct") if t is not None else None
+    if t is not None:
+        summary.append(_verified_sentence("The teacher's", t_ok, sent, "its draw", _get(t, tp, "statuses", kind=Mapping), tp))
     steps = [
         FunnelStep(0, "samples of the teacher draw",
                    td.samples if td else _get(t, tp, "samples") if t is not None else None, "samples",
@@ -793,8 +806,15 @@ def data_funnel(
     distinct_wrong = (_get(rw, rp, "sent_to_teacher" if by_teacher else "wrong") if rw is not None else None)
     rw_ok = _get(rw, rp, "statuses", "ok") if rw is not None else None
     rewriter = "the teacher" if by_teacher else "the GRM"
+    # the draw by its file's name: rl unless the GRM rewrote the teacher's draw (grm.rewrite_draw: teacher)
+    stem = Path(paths["label_samples"]).stem if not by_teacher and "label_samples" in paths else None
+    draw_name = ("the teacher draw (label.rewrites: teacher)" if by_teacher else "the RL draw" if stem in (None, "rl")
+                 else f"the {stem} draw")
+    if rw is not None:
+        summary.append(_verified_sentence("The teacher's" if by_teacher else "The GRM's", rw_ok, distinct_wrong,
+                                          draw_name, _get(rw, rp, "statuses", kind=Mapping), rp))
     steps += [
-        FunnelStep(1, "samples of the " + ("teacher draw (label.rewrites: teacher)" if by_teacher else "RL draw"),
+        FunnelStep(1, "samples of " + draw_name,
                    ld.samples if ld else _get(rw, rp, "samples") if rw is not None else None, "samples",
                    _draw_detail(ld), draw_src),
         FunnelStep(1, "wrong samples", ld.wrong if ld else None, "samples",
@@ -811,6 +831,9 @@ def data_funnel(
                           *(_status_drops(_get(rw, rp, "statuses", kind=Mapping), rp) if rw is not None else ()))),
     ]
     if lab is not None:
+        n_lab, n_wrong = _get(lab, lp, "labelled"), _get(lab, lp, "labelled_wrong")
+        summary.append(f"The labels hold {n_lab:,} rows: {_get(lab, lp, 'labelled_correct'):,} correct samples and "
+                       f"{n_wrong:,} wrong ones" + (f" ({_share(n_wrong / n_lab)} wrong)." if n_lab else "."))
         rows_in = _get(lab, lp, "rewrite_rows")
         right_in = rows_in - distinct_wrong if distinct_wrong is not None else None
         steps.append(FunnelStep(
@@ -838,7 +861,17 @@ def data_funnel(
         if rl_log is not None:
             notes.append(f"{paths.get('rl_log', 'train_logs/rl.jsonl')}: no record with tokens_seen.")
         steps.append(FunnelStep(1, "tokens trained on (RL update)", None, "tokens", "", "train_logs/rl.jsonl"))
-    return steps, notes
+    return Funnel(steps, notes, summary)
+
+
+def _verified_sentence(whose: str, ok: int, of: int, draw: str, statuses: Mapping[str, Any], path: PathLike) -> str:
+    """``<whose> rewrite was verified for ok of the N distinct wrong texts ...``, with the largest failure."""
+    text = f"{whose} rewrite was verified for {ok:,} of the {of:,} distinct wrong texts of {draw}"
+    text += f" ({_share(ok / of)})" if of else ""
+    failures = sorted(_status_drops(statuses, path), key=lambda item: -item[0])
+    if failures and failures[0][0] > 0:
+        text += f"; the main loss: {failures[0][1]} ({failures[0][0]:,})"
+    return text + "."
 
 
 def _draw_detail(draw: DrawCounts | None) -> str:
@@ -883,7 +916,8 @@ def _funnel_png(steps: Sequence[FunnelStep]) -> bytes:
             ax.text(x + bw / 2, y1 - 0.72, "missing" if missing else f"{st.count:,}", ha="center", va="center",
                     fontsize=18 if not missing else 12, color="#8c959f" if missing else "#0969da")
             ax.text(x + bw / 2, y1 - 0.95, st.unit, ha="center", va="center", fontsize=9, color=grey)
-            ax.text(x + bw / 2, y1 - 1.07, "\n".join(textwrap.wrap(st.detail, 31)[:5]), ha="center", va="top",
+            ax.text(x + bw / 2, y1 - 1.07, "\n".join(textwrap.wrap(st.detail, 31, break_on_hyphens=False)[:5]),
+                    ha="center", va="top",
                     fontsize=small, color=grey, linespacing=1.1)
             if i:
                 ax.add_patch(FancyArrowPatch((x - gap + 0.03, y1 - box_h / 2), (x - 0.03, y1 - box_h / 2),
@@ -1073,9 +1107,10 @@ def _calibration_tables(cal: Mapping[str, Any], path: PathLike | None) -> tuple[
     if len(filled) >= 2:
         lo, hi = filled[0], filled[-1]
         sentence = (f"On the held-out wrong predictions, the teacher edited {_pct(lo['share_edited'])} of the "
-                    f"{lo['tokens']:,} tokens with p_t in [{lo['lo']:.1f}, {lo['hi']:.1f}) and {_pct(hi['share_edited'])} "
-                    f"of the {hi['tokens']:,} tokens with p_t in [{hi['lo']:.1f}, {hi['hi']:.1f}]; a calibrated GRM "
-                    "edits about 1 − p_t.")
+                    f"{lo['tokens']:,} tokens with p_t in [{lo['lo']:.1f}, {lo['hi']:.1f}) (calibrated: "
+                    f"{_pct(1 - lo['mean_p'])}, 1 − their mean p_t) and {_pct(hi['share_edited'])} of the "
+                    f"{hi['tokens']:,} tokens with p_t in [{hi['lo']:.1f}, {hi['hi']:.1f}] (calibrated: "
+                    f"{_pct(1 - hi['mean_p'])}).")
     return _html_table(head, rows, numeric_from=1), _md_table(head, rows), sentence
 
 
@@ -1202,7 +1237,8 @@ def build_report(
         raise ValueError(f"train_logs names {list(logs)} collide once made file names (with each other or with "
                          f"the report's charts {sorted(CHART_NAMES.values())})")
     funnel_paths = {**stage_metrics, **({"rl_log": train_logs["rl"]} if "rl" in train_logs else {})}
-    funnel, funnel_notes = data_funnel(stages, draws, logs.get("rl"), funnel_paths)
+    funnel_all = data_funnel(stages, draws, logs.get("rl"), funnel_paths)
+    funnel, funnel_notes = funnel_all.steps, funnel_all.notes
     rewards = reward_stats(labelled) if labelled is not None and labelled.num_rows else None
     charts: dict[str, bytes] = {}  # section -> PNG, written as fig_dir/CHART_NAMES[section].png
     if any(st.count is not None for st in funnel):
@@ -1256,6 +1292,8 @@ def build_report(
              "(the label stage), on which the RL update trains.")
     h.append(f"<p>{_esc(intro)}</p>")
     md.append(intro)
+    h += [f'<p class="verdict">{_esc(line)}</p>' for line in funnel_all.summary]
+    md += [f"**{_md_text(line)}**" for line in funnel_all.summary]
     for note in funnel_notes:
         h.append(f'<p class="meta">{_esc(note)}</p>')
         md.append(f"_{_md_cell(note)}_")
@@ -1364,6 +1402,8 @@ def build_report(
         raw = {**({"grm_quality": grm_quality} if quality is not None else {}),
                **{role: path for role, path in stage_metrics.items() if role not in DRAW_ROLES}}
         objs = {"grm_quality": quality, **stages}
+        if quality is not None and calibration is not None:  # charted and tabulated above; as JSON it is unreadable
+            objs["grm_quality"] = {**quality, "calibration": "the table under GRM quality, Calibration of p_t"}
         r_h, r_md = _raw_section(raw, objs, out_md)
         h += ['<h2 id="raw-metrics">Raw metrics</h2>', r_h]
         md += ["## Raw metrics", r_md]
@@ -1398,13 +1438,16 @@ def _raw_section(paths: Mapping[str, PathLike], objs: Mapping[str, Mapping[str, 
              "the files themselves are the reference.")
     parts = []
     links = []
+    names = []
     for role, path in paths.items():
         t_h, _ = _kv_section(objs[role])
         name = _short(role, path) if role in STAGE_FILES else "/".join(Path(path).parts[-2:])
+        names.append(name)
         parts.append(f"<h3>{_esc(name)}</h3>" + f'<p class="meta">{_esc(str(path))}</p>' + t_h)
         rel = Path(os.path.relpath(Path(path), start=out_md.parent)).as_posix()
         links.append(f"- [{_md_cell(name)}]({rel})")
-    h = (f'<details id="raw-metrics-details"><summary>{len(paths)} metrics file(s): show every key</summary>'
+    h = (f'<details id="raw-metrics-details"><summary>Every key of {len(paths)} metrics file(s): '
+         f'{_esc(", ".join(names))} (click to show)</summary>'
          f"<p>{_esc(intro)}</p>" + "".join(parts) + "</details>")
     return h, "The metrics files the sections above read, every key (JSON):\n\n" + "\n".join(links)
 

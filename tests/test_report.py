@@ -250,7 +250,14 @@ def test_report_content(run: Path, tmp_path: Path) -> None:
         assert f"{mass_share}% of its total weight Σ|r_t| lies on the tokens of correct samples" in text
         # calibration: one row per p_t bucket, tokens and the share the teacher edited
         assert "| [0.00, 0.10) | 2 | 1 | 50.0% | 2 | 50.0% |" in md and "| [0.90, 1.00] | 5 | 1 | 20.0% | 10 | 10.0% |" in md
-        assert "the teacher edited 50.0% of the 2 tokens with p_t in [0.0, 0.1) and 20.0% of the 5 tokens" in text
+        assert ("the teacher edited 50.0% of the 2 tokens with p_t in [0.0, 0.1) (calibrated: 95.0%, 1 − their mean "
+                "p_t) and 20.0% of the 5 tokens with p_t in [0.9, 1.0] (calibrated: 1.8%).") in text
+        # the funnel summed up: what each rewriter's rewrites were verified for, and what the labels hold
+        assert ("The teacher's rewrite was verified for 7 of the 9 distinct wrong texts of its draw (77.8%); the main "
+                "loss: rewrite reaches a wrong answer (1).") in text
+        assert ("The GRM's rewrite was verified for 3 of the 15 distinct wrong texts of the RL draw (20.0%); the "
+                "main loss: rewrite reaches a wrong answer (9).") in text
+        assert "The labels hold 5 rows: 2 correct samples and 3 wrong ones (60.0% wrong)." in text
     assert result["verdict"] == {"test": "above", "validation": "within", "test vs sft_gold": "within",
                                  "validation vs sft_gold": "within"}
     assert result["accuracy"]["rlmec"]["test"]["accuracy"] == 0.62
@@ -327,7 +334,8 @@ def funnel_of(run: Path) -> tuple[list[Any], list[str]]:
     draws = {r: count_draw(p) for r, p in found.stage_metrics.items() if r in DRAW_ROLES}
     log = [json.loads(line) for line in found.train_logs["rl"].read_text().splitlines()] if "rl" in found.train_logs else None
     paths = {**found.stage_metrics, **({"rl_log": found.train_logs["rl"]} if "rl" in found.train_logs else {})}
-    return data_funnel(stages, draws, log, paths)
+    funnel = data_funnel(stages, draws, log, paths)
+    return funnel.steps, funnel.notes
 
 
 def test_data_funnel_counts_follow_every_arrow(run: Path) -> None:
