@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -975,7 +976,7 @@ class RewardStats:
     """The token rewards ``r_t`` of the labelled samples of one kind (correct or wrong)."""
 
     samples: int
-    rewards: Any  # numpy [tokens] float64: every r_t of these samples, concatenated
+    rewards: np.ndarray  # [tokens] float64: every r_t of these samples, concatenated
 
     @property
     def mass(self) -> float:
@@ -985,8 +986,6 @@ class RewardStats:
 
 def reward_stats(table: pa.Table) -> dict[str, RewardStats]:
     """``{"correct": ..., "wrong": ...}`` from a ``TOKEN_REWARDS`` table (columns ``correct``, ``rewards``)."""
-    import numpy as np
-
     out = {}
     for kind, flag in (("correct", True), ("wrong", False)):
         part = table.filter(pc.equal(table.column("correct"), flag))
@@ -999,8 +998,6 @@ def _reward_png(stats: Mapping[str, RewardStats], pos_clip: tuple[float, float],
                 neg_clip: tuple[float, float]) -> bytes:
     """Histograms of r_t for correct and for wrong samples (token counts, log scale) and the share of Σ|r_t|
     on each (PNG bytes)."""
-    import numpy as np
-
     fig, _ = _figure(12.0, 3.6, axes=False)
     colours = {"correct": "#1a7f37", "wrong": "#cf222e"}
     for i, (kind, clip) in enumerate((("correct", pos_clip), ("wrong", neg_clip))):
@@ -1091,26 +1088,34 @@ def _calibration_png(cal: Mapping[str, Any]) -> bytes:
 
 
 def _calibration_tables(cal: Mapping[str, Any], path: PathLike | None) -> tuple[str, str, str]:
-    """The calibration buckets as a table (html, markdown) and a sentence on the lowest and highest buckets."""
+    """The calibration buckets as a table (html, markdown) and a sentence on the lowest and highest filled
+    buckets of the wrong predictions, each beside what a calibrated GRM would give (1 - their mean p_t).
+
+    Raises:
+        DataError: ``cal`` is not the ``calibration`` object of ``evaluate_grm`` (the message names ``path``).
+    """
     try:
         wrong, every = cal["wrong_predictions"], cal["all_predictions"]
+
+        def bucket(i: int) -> str:
+            return f"[{wrong[i]['lo']:.2f}, {wrong[i]['hi']:.2f}" + ("]" if i == len(wrong) - 1 else ")")
+
         head = ["p_t bucket", "tokens (wrong predictions)", "edited", "share edited", "tokens (all predictions)",
                 "share edited (all)"]
-        rows = [[f"[{w['lo']:.2f}, {w['hi']:.2f}" + ("]" if i == len(wrong) - 1 else ")"), f"{w['tokens']:,}",
-                 f"{w['edited']:,}", _pct(w["share_edited"]) if w["share_edited"] is not None else "n/a",
+        rows = [[bucket(i), f"{w['tokens']:,}", f"{w['edited']:,}",
+                 _pct(w["share_edited"]) if w["share_edited"] is not None else "n/a",
                  f"{a['tokens']:,}", _pct(a["share_edited"]) if a["share_edited"] is not None else "n/a"]
                 for i, (w, a) in enumerate(zip(wrong, every, strict=True))]
-    except (KeyError, TypeError, ValueError) as exc:
+        filled = [i for i, w in enumerate(wrong) if w["tokens"]]
+        sentence = ""
+        if len(filled) >= 2:
+            (lo, hi), (a, b) = (wrong[filled[0]], wrong[filled[-1]]), (filled[0], filled[-1])
+            sentence = (f"On the held-out wrong predictions, the teacher edited {_pct(lo['share_edited'])} of the "
+                        f"{lo['tokens']:,} tokens with p_t in {bucket(a)} (calibrated: {_pct(1 - lo['mean_p'])}, 1 − "
+                        f"their mean p_t) and {_pct(hi['share_edited'])} of the {hi['tokens']:,} tokens with p_t in "
+                        f"{bucket(b)} (calibrated: {_pct(1 - hi['mean_p'])}).")
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise DataError(f"{path}: malformed 'calibration' ({exc!r})") from exc
-    filled = [w for w in wrong if w["tokens"]]
-    sentence = ""
-    if len(filled) >= 2:
-        lo, hi = filled[0], filled[-1]
-        sentence = (f"On the held-out wrong predictions, the teacher edited {_pct(lo['share_edited'])} of the "
-                    f"{lo['tokens']:,} tokens with p_t in [{lo['lo']:.1f}, {lo['hi']:.1f}) (calibrated: "
-                    f"{_pct(1 - lo['mean_p'])}, 1 − their mean p_t) and {_pct(hi['share_edited'])} of the "
-                    f"{hi['tokens']:,} tokens with p_t in [{hi['lo']:.1f}, {hi['hi']:.1f}] (calibrated: "
-                    f"{_pct(1 - hi['mean_p'])}).")
     return _html_table(head, rows, numeric_from=1), _md_table(head, rows), sentence
 
 
@@ -1291,7 +1296,7 @@ def build_report(
              "wrong samples of the RL draw; its verified rewrites and the correct samples get token-level rewards "
              "(the label stage), on which the RL update trains.")
     h.append(f"<p>{_esc(intro)}</p>")
-    md.append(intro)
+    md.append(_md_text(intro))
     h += [f'<p class="verdict">{_esc(line)}</p>' for line in funnel_all.summary]
     md += [f"**{_md_text(line)}**" for line in funnel_all.summary]
     for note in funnel_notes:
@@ -1331,7 +1336,7 @@ def build_report(
                                       "the tokens in each bucket.")
             h += [f"<p>{_esc(c_intro)}</p>", c_fig_h] + ([f'<p class="verdict">{_esc(c_sentence)}</p>'] if c_sentence else []) \
                 + [c_html]
-            md += [c_intro, c_fig_md] + ([f"**{_md_text(c_sentence)}**"] if c_sentence else []) + [c_md]
+            md += [_md_text(c_intro), c_fig_md] + ([f"**{_md_text(c_sentence)}**"] if c_sentence else []) + [c_md]
 
     if labelled is not None:
         h.append('<h2 id="token-rewards">Token rewards</h2>')
@@ -1349,7 +1354,7 @@ def build_report(
                                       "Histograms of r_t (tokens, log scale) for correct and for wrong samples, and "
                                       "the share of the RL term's reward mass Σ|r_t| on each.")
             h += [f"<p>{_esc(r_intro)}</p>", r_fig_h, f'<p class="verdict">{_esc(r_sentence)}</p>', r_html]
-            md += [r_intro, r_fig_md, f"**{_md_text(r_sentence)}**", r_md]
+            md += [_md_text(r_intro), r_fig_md, f"**{_md_text(r_sentence)}**", r_md]
 
     if logs:
         h.append('<h2 id="training-curves">Training curves</h2>')

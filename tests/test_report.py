@@ -250,8 +250,8 @@ def test_report_content(run: Path, tmp_path: Path) -> None:
         assert f"{mass_share}% of its total weight Σ|r_t| lies on the tokens of correct samples" in text
         # calibration: one row per p_t bucket, tokens and the share the teacher edited
         assert "| [0.00, 0.10) | 2 | 1 | 50.0% | 2 | 50.0% |" in md and "| [0.90, 1.00] | 5 | 1 | 20.0% | 10 | 10.0% |" in md
-        assert ("the teacher edited 50.0% of the 2 tokens with p_t in [0.0, 0.1) (calibrated: 95.0%, 1 − their mean "
-                "p_t) and 20.0% of the 5 tokens with p_t in [0.9, 1.0] (calibrated: 1.8%).") in text
+        assert ("the teacher edited 50.0% of the 2 tokens with p_t in [0.00, 0.10) (calibrated: 95.0%, 1 − their mean "
+                "p_t) and 20.0% of the 5 tokens with p_t in [0.90, 1.00] (calibrated: 1.8%).") in text
         # the funnel summed up: what each rewriter's rewrites were verified for, and what the labels hold
         assert ("The teacher's rewrite was verified for 7 of the 9 distinct wrong texts of its draw (77.8%); the main "
                 "loss: rewrite reaches a wrong answer (1).") in text
