@@ -81,6 +81,8 @@ GRM_QUALITY_KEYS: dict[str, str] = {
     "token_flag_f1": "F1 of the two above",
     "token_flag_recall_first_error_step": "recall on the first wrong step's own tokens",
     "correct_tokens_flagged": "tokens of correct predictions with p_t < 0.5 (false alarms)",
+    "flag_threshold": "p_t below which a token counts as flagged",
+    "score_backend": "how p_t was computed: vllm (prompt log-probs) or hf (transformers forward passes)",
 }
 
 # training-curve panels: (title, keys plotted together, x axis); a panel appears when one of its keys has data
