@@ -320,6 +320,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         pos_clip=label.get("pos_clip", (0.0, 0.5)),
         neg_clip=label.get("neg_clip", (-0.1, 0.0)),
         kept_weight=label.get("kept_weight"),
+        checks=found.checks,
+        rl_lr=((cfg.get("rl") or {}).get("train") or {}).get("lr") if args.config else None,
     )
     print(f"wrote {result['html']}, {result['md']} and {len(result['figures'])} figure(s) in {out / 'report_figures'}")
     return 0

@@ -56,6 +56,7 @@ from rlmec_core.inspect import (
     solution_steps,
 )
 from rlmec_core.io import PathLike, atomic_path, iter_jsonl, read_json, read_parquet, write_text_atomic
+from rlmec_core.preflight import STATUSES, Check, read_checks, update_check
 from rlmec_core.rewards import check_clip, step_reward_sums
 from rlmec_core.schemas import TOKEN_REWARDS
 
@@ -104,6 +105,8 @@ h1{border-bottom:2px solid #d0d7de;padding-bottom:.3em}h2{border-bottom:1px soli
 table{border-collapse:collapse;margin:.8em 0}th,td{border:1px solid #d0d7de;padding:.3em .6em;text-align:left;vertical-align:top}
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .verdict{background:#f6f8fa;border-left:4px solid #0969da;padding:.5em .8em}
+.health{border:1px solid #d0d7de;border-radius:6px;padding:.2em 1em 1em;margin:1em 0}
+.dot{display:inline-block;width:.8em;height:.8em;border-radius:50%;vertical-align:middle}
 .figure img{max-width:100%;border:1px solid #d0d7de}
 .example{border:1px solid #d0d7de;border-radius:6px;padding:.6em 1em;margin:1.2em 0}
 .example h3{margin:.2em 0 .4em}.badge{display:inline-block;border-radius:1em;padding:0 .6em;font-size:.85em;color:#fff}
@@ -157,6 +160,7 @@ class RunInputs:
     train_logs: dict[str, Path]
     token_rewards: Path | None
     missing: list[str]
+    checks: Path | None = None  # checks/preflight.json (the RL stage's pre-flight checks)
 
 
 def find_run_inputs(
@@ -197,7 +201,8 @@ def find_run_inputs(
     stage = {role: p for role, rel in STAGE_FILES.items() if (p := have(rel)) is not None}
     logs = {name: p for name in ("policy_sft", "grm", "sft_gold", "rl") if (p := have(f"train_logs/{name}.jsonl")) is not None}
     return RunInputs(eval_metrics=evals, grm_quality=have("grm/quality.json"), stage_metrics=stage, train_logs=logs,
-                     token_rewards=have("label/token_rewards.parquet"), missing=missing)
+                     token_rewards=have("label/token_rewards.parquet"), missing=missing,
+                     checks=have("checks/preflight.json"))
 
 
 def eval_paths_by_policy(paths: Sequence[PathLike]) -> dict[str, dict[str, str]]:
@@ -1144,6 +1149,36 @@ def _png(fig: Any) -> bytes:
 # the report
 
 
+HEALTH_COLOURS = {"green": "#1a7f37", "amber": "#b7791f", "red": "#cf222e"}
+
+
+def _health_section(checks: Sequence[Check], have_preflight: bool) -> tuple[str, str]:
+    """The health panel: one row per check, its status as a coloured dot and word, figure, threshold, meaning."""
+    worst = max((STATUSES.index(c.status) for c in checks), default=0)
+    verdict = {0: "every check is green", 1: "warnings (amber): read them before trusting the figures",
+               2: "a stopping check is red: the run stopped, or went on only because its threshold was lowered"}[worst]
+    head = ["status", "check", "figure", "threshold", "what it means"]
+    rows = [[c.status, c.name, c.figure, c.threshold + (f" ({c.key})" if c.key else ""), c.message] for c in checks]
+    note = "" if have_preflight else (" No pre-flight checks file (checks/preflight.json): the run predates them, "
+                                      "or its RL stage did not run.")
+    h = [f'<div class="health"><h2 id="health">Health</h2><p>{_esc(verdict.capitalize())}.{_esc(note)}</p>']
+    if checks:
+        h.append('<table class="health-table"><thead><tr>' + "".join(f"<th>{_esc(x)}</th>" for x in head)
+                 + "</tr></thead><tbody>")
+        for c, row in zip(checks, rows, strict=True):
+            dot = (f'<span class="dot" style="background:{HEALTH_COLOURS[c.status]}"></span> '
+                   f'<strong style="color:{HEALTH_COLOURS[c.status]}">{c.status}</strong>')
+            h.append(f'<tr class="health-{c.status}"><td>{dot}</td>' + "".join(f"<td>{_esc(x)}</td>" for x in row[1:])
+                     + "</tr>")
+        h.append("</tbody></table>")
+    h.append("</div>")
+    md = ["## Health", f"{verdict.capitalize()}.{note}"]
+    if checks:
+        md.append(_md_table(head, [[{"green": "🟢 green", "amber": "🟠 amber", "red": "🔴 red"}[c.status], *row[1:]]
+                                   for c, row in zip(checks, rows, strict=True)]))
+    return "\n".join(h), "\n\n".join(md)
+
+
 def build_report(
     *,
     eval_metrics: Mapping[str, Mapping[str, PathLike]],
@@ -1164,6 +1199,8 @@ def build_report(
     comparison_chart: PathLike | None = None,
     rounds: PathLike | None = None,
     rounds_chart: PathLike | None = None,
+    checks: PathLike | None = None,
+    rl_lr: float | None = None,
 ) -> dict[str, Any]:
     """Write the run report (see the module docstring).
 
@@ -1197,6 +1234,9 @@ def build_report(
             when there is no comparison): the per-round table, where each method's rounds stop paying, and
             the GRM's quality per round.
         rounds_chart: its chart (PNG), embedded in that section.
+        checks: ``checks/preflight.json`` (``rlmec_core.preflight.run_preflight``), or None. With the update
+            check (RLMEC's validation accuracy against the starting policy's, when both were evaluated; ``rl_lr``
+            and the RL log's last step name the learning rate and steps) it makes the health panel at the top.
 
     Returns:
         ``{"html", "md", "figures", "accuracy", "verdict", "n_labelled", "examples"}``: the paths written,
@@ -1232,6 +1272,12 @@ def build_report(
     if rounds_chart is not None and not Path(rounds_chart).is_file():
         raise DataError(f"{rounds_chart}: file not found")
     r_chart = Path(rounds_chart).read_bytes() if rounds_chart is not None else None
+    health = read_checks(checks) if checks is not None else []
+    if all("validation" in evals.get(p, {}) for p in ("sft", "rlmec")):
+        rl_steps = [r["step"] for r in logs.get("rl", []) if isinstance(r.get("step"), (int, float))]
+        health.append(update_check(evals["sft"]["validation"], evals["rlmec"]["validation"],
+                                   lr=rl_lr if rl_lr is not None else float("nan"),
+                                   steps=int(max(rl_steps)) if rl_steps else None))
 
     out_html, out_md, fig_dir = Path(out_html), Path(out_md), Path(fig_dir)
     figures: dict[str, tuple[bytes, list[str]]] = {}
@@ -1269,6 +1315,9 @@ def build_report(
     rounds_h = [f'<h2 id="{_anchor("Accuracy by round")}">Accuracy by round</h2>', rounds_parts[0]]
     rounds_md = ["## Accuracy by round", rounds_parts[1]]
     h.append("<p>" + " · ".join(f'<a href="#{_anchor(s)}">{_esc(s)}</a>' for s in sections) + "</p>")
+    health_h, health_md = _health_section(health, checks is not None)
+    h.append(health_h)
+    md.append(health_md)
 
     if compared is not None:
         c_h, c_md = _comparison_section(compared, chart, comparison, comparison_chart, out_md)

@@ -317,3 +317,23 @@ def test_compare_target_runs_every_method_on_the_same_samples(smoke_run):
     assert "rlmec_teacher_rewrites" in page and "data:image/png;base64," in page
     again = snakemake(work, "--configfile", "config/smoke.yaml", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr  # the default target is untouched
+
+
+def test_preflight_with_the_default_thresholds_stops_the_smoke_run_before_the_rl_update(smoke_run, tmp_path):
+    """The smoke GRM and labels are far below the defaults (config/smoke.yaml lowers them): restored, the RL job
+    stops before it trains, its log naming the figures and the keys to change; nothing after it runs."""
+    work, _ = smoke_run
+    copy = tmp_path / "strict"
+    shutil.copytree(work, copy, symlinks=True)
+    defaults = {"grm": {"min_rewrite_correct": 0.005, "min_error_step_accuracy": 0.3}, "label": {"min_wrong_samples": 20}}
+    (copy / "strict.yaml").write_text(yaml.safe_dump(defaults))
+    plan = snakemake(copy, "--configfile", "config/smoke.yaml", "strict.yaml", "-n")
+    assert "Nothing to be done" in plan.stdout + plan.stderr  # thresholds are not params: nothing reruns by itself
+    proc = snakemake(copy, "--configfile", "config/smoke.yaml", "strict.yaml", "--forcerun", "rl")
+    assert proc.returncode != 0
+    log = (copy / "results" / "smoke" / "logs" / "rl.log").read_text()
+    assert "pre-flight checks stopped the run before the RL update" in log
+    assert "- label_wrong_samples: The labels hold" in log and "below label.min_wrong_samples = 20" in log
+    assert "RLMEC update of" not in log  # stopped before training
+    assert not (copy / "results" / "smoke" / "policy" / "rlmec").exists()
+    assert "pre-flight checks stopped the run" in proc.stdout + proc.stderr  # shown by show-failed-logs

@@ -170,6 +170,12 @@ def make_run(root: Path, rows: list[dict[str, Any]] | None = None) -> Path:
                   "examples_seen": s // 5, "tokens_seen": 4321 * s // 50, "epoch": s / 25} for s in steps])
     table = pa.Table.from_pylist(token_reward_rows() if rows is None else rows, schema=TOKEN_REWARDS)
     write_parquet(table, run / "label" / "token_rewards.parquet", TOKEN_REWARDS)
+    write_json(run / "checks" / "preflight.json", {"checks": [
+        {"name": "grm_rewrite_correct", "status": "green", "figure": "90.0% of 16 held-out wrong predictions",
+         "threshold": ">= 0.5%", "key": "grm.min_rewrite_correct", "stops": True, "message": "fine <ok>."},
+        {"name": "label_wrong_reward_mass", "status": "amber", "figure": "0.04% of sum |r_t| on wrong samples",
+         "threshold": ">= 1.00%", "key": "label.min_wrong_reward_share", "stops": False,
+         "message": "Wrong samples carry 0.04% of the RL term's reward mass: mostly reinforcement."}]})
     return run
 
 
@@ -178,7 +184,7 @@ def report_args(run: Path, out: Path, check_missing: bool = True, **overrides: A
     assert not found.missing or not check_missing
     args: dict[str, Any] = dict(
         eval_metrics=found.eval_metrics, grm_quality=found.grm_quality, stage_metrics=found.stage_metrics,
-        train_logs=found.train_logs, token_rewards=found.token_rewards, out_html=out / "report.html",
+        train_logs=found.train_logs, token_rewards=found.token_rewards, checks=found.checks, out_html=out / "report.html",
         out_md=out / "summary.md", fig_dir=out / "figures", title="Fake <run> & co", n_examples=10, seed=0,
     )
     args.update(overrides)
@@ -207,7 +213,7 @@ def test_report_content(run: Path, tmp_path: Path) -> None:
 
     # sections in reading order, raw metrics last and collapsed
     ids = re.findall(r'<h2 id="([^"]+)"', page)
-    assert ids == ["accuracy", "data-funnel", "grm-quality", "token-rewards", "training-curves", "example-solutions",
+    assert ids == ["health", "accuracy", "data-funnel", "grm-quality", "token-rewards", "training-curves", "example-solutions",
                    "raw-metrics"]
     assert "Stage metrics" not in page and "Stage metrics" not in md
     raw = page[page.index('<h2 id="raw-metrics">'):]
@@ -543,3 +549,34 @@ def test_cli_report(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert (out / "report_figures" / "rl.png").is_file()
     assert cli_main(["report", "--run-dir", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "run directory not found" in capsys.readouterr().err
+
+
+def test_health_panel_comes_first_with_every_check_and_the_update_check(run: Path, tmp_path: Path) -> None:
+    from rlmec_core.report import build_report
+
+    build_report(**report_args(run, tmp_path / "out"), rl_lr=5e-6)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.index('id="health"') < page.index('id="accuracy"')  # the first screen says whether to trust it
+    panel = page[page.index('id="health"'):page.index("</div>", page.index('id="health"'))]
+    assert "grm_rewrite_correct" in panel and "label_wrong_reward_mass" in panel and "update_vs_start" in panel
+    assert "fine &lt;ok&gt;." in panel  # escaped
+    assert 'class="health-amber"' in panel and "Warnings (amber)" in panel
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert md.index("## Health") < md.index("## Accuracy") and "🟠 amber" in md and "🟢 green" in md
+
+
+def test_health_panel_turns_amber_when_the_update_loses_accuracy_beyond_noise(run: Path, tmp_path: Path) -> None:
+    from rlmec_core.report import build_report
+
+    write_json(run / "eval" / "rlmec" / "validation" / "metrics.json",
+               {"accuracy": 0.31, "ci_low": 0.27, "ci_high": 0.35, "correct": 155, "total": 500, "backend": "hf",
+                "confidence": 0.95})
+    write_json(run / "eval" / "sft" / "validation" / "metrics.json",
+               {"accuracy": 0.719, "ci_low": 0.68, "ci_high": 0.76, "correct": 360, "total": 500, "backend": "hf",
+                "confidence": 0.95})
+    (run / "checks" / "preflight.json").unlink()  # a run without the file: the panel says so
+    build_report(**report_args(run, tmp_path / "out", check_missing=False), rl_lr=2e-3)
+    page = (tmp_path / "out" / "report.html").read_text()
+    panel = page[page.index('id="health"'):page.index("</div>", page.index('id="health"'))]
+    assert 'class="health-amber"' in panel and "the learning rate 0.002 over 50 optimizer steps" in panel
+    assert "No pre-flight checks file" in panel

@@ -98,7 +98,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_report_renders_every_section_and_image(browser: str, report: Path, tmp_path: Path) -> None:
     found = check_page(browser, report, tmp_path)
-    assert found["headings"] == ["Accuracy", "Data funnel", "GRM quality", "Token rewards", "Training curves",
+    assert found["headings"] == ["Health", "Accuracy", "Data funnel", "GRM quality", "Token rewards", "Training curves",
                                  "Example solutions", "Raw metrics"]
     assert found["broken"] == 0, [i for i in found["images"] if i["broken"]]
     by_alt = {i["alt"]: i for i in found["images"]}

@@ -154,6 +154,7 @@ use rule report as report_compare with:
         n_examples=10,
         seed=config["seed"],
         label=canonical({k: config["label"][k] for k in ("pos_clip", "neg_clip", "kept_weight")}),
+        rl_lr=config["rl"]["train"]["lr"],
     log:
         f"{LOGS}/report_compare.log",
     benchmark:

@@ -1,4 +1,6 @@
 LABEL = config["label"]
+# what the label stage computes with: the pre-flight thresholds (read by the RL stage) are not its params
+LABEL_PARAMS = {k: v for k, v in LABEL.items() if k not in ("min_wrong_samples", "min_wrong_reward_share")}
 # Rewrites of the samples that labelling uses: the GRM's rewrites of grm.rewrite_draw (the method; a fresh
 # draw by default), or the teacher's rewrites of its own draw (the rlmec_teacher_rewrites ablation).
 LABEL_SOURCES = {
@@ -18,7 +20,7 @@ rule label:
         metrics=f"{RESULTS}/label/metrics.json",
     params:
         policy=lambda wc: policy_dir("sft"),
-        label=canonical(LABEL),
+        label=canonical(LABEL_PARAMS),
         grm=canonical({k: GRM[k] for k in ("prompts",)}),
         adapter=TASK["adapter"],
         chat_template=TASK["chat_template"],

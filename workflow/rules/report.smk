@@ -20,6 +20,7 @@ rule report:
             f"{RESULTS}/train_logs/rl.jsonl",
         ],
         token_rewards=f"{RESULTS}/label/token_rewards.parquet",
+        checks=f"{RESULTS}/checks/preflight.json",  # the RL stage's pre-flight checks: the health panel
         **({"rounds": f"{RESULTS}/rounds/table.json", "rounds_chart": f"{RESULTS}/rounds/accuracy_by_round.png"}
            if ROUNDS > 1 else {}),
     output:
@@ -37,6 +38,7 @@ rule report:
         seed=config["seed"],
         # colour scale of the example tokens (clip ranges) and which rewrite tokens count as edited
         label=canonical({k: config["label"][k] for k in ("pos_clip", "neg_clip", "kept_weight")}),
+        rl_lr=config["rl"]["train"]["lr"],  # named by the health panel's update check
     log:
         f"{LOGS}/report.log",
     benchmark:

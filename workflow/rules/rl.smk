@@ -1,13 +1,20 @@
 RL = config["rl"]
 
 
+# Before it trains, the RL stage runs the pre-flight checks (rlmec_core.preflight) on the labels and, when the GRM
+# made them, on the GRM's held-out quality: a red stopping check fails the job with the figures and the config
+# keys to change. The thresholds are read from the config, not params: changing one does not retrain a finished
+# update (a stopped one reruns anyway).
 rule rl:
     input:
         labels=f"{RESULTS}/label/token_rewards.parquet",
+        label_metrics=f"{RESULTS}/label/metrics.json",
+        grm_quality=[f"{RESULTS}/grm/quality.json"] if LABEL["rewrites"] == "grm" else [],
         policy=policy_requirement("sft"),
     output:
         model=directory(f"{RESULTS}/policy/rlmec"),
         metrics=f"{RESULTS}/train_logs/rl.jsonl",
+        checks=f"{RESULTS}/checks/preflight.json",
     params:
         policy=lambda wc: policy_dir("sft"),
         rl=canonical(RL),

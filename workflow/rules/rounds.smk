@@ -165,7 +165,7 @@ use rule label as round_label with:
         metrics=f"{RESULTS}/round{{r}}/label/{{name}}/metrics.json",
     params:
         policy=prev_policy,
-        label=canonical(LABEL),
+        label=canonical(LABEL_PARAMS),
         grm=canonical({k: GRM[k] for k in ("prompts",)}),
         adapter=TASK["adapter"],
         chat_template=TASK["chat_template"],

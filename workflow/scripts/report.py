@@ -28,6 +28,8 @@ def main(smk) -> None:
             comparison_chart=smk.input.get("comparison_chart"),
             rounds=smk.input.get("rounds"),
             rounds_chart=smk.input.get("rounds_chart"),
+            checks=smk.input.get("checks"),
+            rl_lr=smk.params.get("rl_lr"),
         )
 
 

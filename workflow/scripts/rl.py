@@ -3,11 +3,17 @@ machinery (see rlmec_core.stages.rl and rlmec_core.methods), in this process or 
 (config `launch`, rlmec_core.launch)."""
 
 from rlmec_core.launch import run_training
+from rlmec_core.preflight import run_preflight
 from rlmec_core.workflow import plain, stage_context
 
 
 def main(smk) -> None:
     with stage_context(smk, "rl"):
+        if smk.output.get("checks"):  # rule rl: the pre-flight checks before the update trains
+            quality = smk.input.get("grm_quality") or None  # absent when the teacher's rewrites made the labels
+            quality = quality if quality is None or isinstance(quality, str) else quality[0]
+            run_preflight(smk.input.label_metrics, smk.output.checks, grm_quality_path=quality,
+                          grm_cfg=smk.config["grm"], label_cfg=smk.config["label"])
         run_training("rl", {
             "labels_path": smk.input.labels, "policy_dir": smk.params.policy, "out_dir": smk.output.model,
             "rl_cfg": plain(smk.params.rl), "seed": smk.params.seed, "checkpoint_dir": smk.params.checkpoint_dir,

@@ -1,0 +1,188 @@
+"""Guard rails: checks between stages that say whether a run can be trusted, and stop one that cannot.
+
+Each check compares one figure of a finished stage with a config threshold and gets a status:
+
+- ``green``: within the threshold;
+- ``amber``: a warning (the run goes on; the report's health panel shows it);
+- ``red``: a stopping check failed: :func:`enforce` raises :class:`PreflightError` before the RL update
+  trains, with the figures and the keys to change (a user who wants to go on anyway lowers the key).
+
+The checks (config keys in brackets, defaults in ``config/schema.yaml``):
+
+- ``grm_rewrite_correct`` [``grm.min_rewrite_correct``, stops]: the share of the GRM's two-step rewrites of
+  held-out wrong predictions that reach the gold answer (``grm/quality.json``);
+- ``grm_error_step`` [``grm.min_error_step_accuracy``, stops]: the share whose first wrong step the GRM finds;
+- ``label_wrong_samples`` [``label.min_wrong_samples``, stops]: wrong samples left with a verified rewrite in
+  the labels (count and share, ``label/metrics.json``): the only rows whose tokens the RL term penalises;
+- ``label_wrong_reward_mass`` [``label.min_wrong_reward_share``, warns]: the share of the RL term's reward
+  mass ``sum |r_t|`` on wrong samples; near zero, the update reinforces correct samples only (rejection-
+  sampling fine-tuning in effect) and the token-level penalties carry no signal;
+- ``update_vs_start`` [warns]: the updated policy's validation accuracy below the starting policy's beyond
+  noise (the difference of two binomial proportions over 1.96 standard errors), naming the learning rate
+  and the number of optimizer steps.
+
+The GRM checks apply when the labels come from the GRM (``label.rewrites: grm``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rlmec_core.errors import DataError
+from rlmec_core.io import write_json_atomic
+
+STATUSES = ("green", "amber", "red")
+
+
+class PreflightError(RuntimeError):
+    """A stopping check failed; the message names its figure, threshold and config key."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # green | amber | red
+    figure: str  # the measured value, as a reader sees it
+    threshold: str  # what it is compared with
+    key: str | None  # the config key of the threshold (None: the noise rule)
+    stops: bool  # a red status stops the run before the RL update
+    message: str  # one sentence: what it means and, when not green, what to change
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+
+def _number(obj: Mapping[str, Any], key: str, where: str) -> float:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DataError(f"{where}: {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def grm_checks(quality: Mapping[str, Any], *, min_rewrite_correct: float, min_error_step_accuracy: float,
+               where: str = "grm/quality.json") -> list[Check]:
+    """The GRM's held-out rewrite answer-correct rate and first-error-step accuracy against their minimums."""
+    n = int(_number(quality, "validation_wrong", where))
+    correct = _number(quality, "rewrite_answer_correct", where)
+    step = _number(quality, "error_step_accuracy", where)
+    fix = ("train the GRM longer or on more teacher rewrites (grm.train, teacher.max_predictions), or use a "
+           "larger GRM (grm.model)")
+    return [
+        Check("grm_rewrite_correct", "green" if correct >= min_rewrite_correct else "red",
+              f"{correct:.1%} of {n} held-out wrong predictions", f">= {min_rewrite_correct:.1%}",
+              "grm.min_rewrite_correct", True,
+              f"The GRM's rewrites reach the gold answer for {correct:.1%} of {n} held-out wrong predictions"
+              + ("." if correct >= min_rewrite_correct else
+                 f", below grm.min_rewrite_correct = {min_rewrite_correct:g}: it cannot rewrite the RL draw's errors "
+                 f"into verified corrections, so almost no wrong sample gets token labels; {fix}, or lower "
+                 "grm.min_rewrite_correct to go on anyway.")),
+        Check("grm_error_step", "green" if step >= min_error_step_accuracy else "red",
+              f"{step:.1%} of {n} held-out wrong predictions", f">= {min_error_step_accuracy:.1%}",
+              "grm.min_error_step_accuracy", True,
+              f"The GRM finds the first wrong step of {step:.1%} of {n} held-out wrong predictions"
+              + ("." if step >= min_error_step_accuracy else
+                 f", below grm.min_error_step_accuracy = {min_error_step_accuracy:g}: its token rewards would "
+                 f"penalise the wrong tokens; {fix}, or lower grm.min_error_step_accuracy to go on anyway.")),
+    ]
+
+
+def label_checks(metrics: Mapping[str, Any], *, min_wrong_samples: int, min_wrong_reward_share: float,
+                 where: str = "label/metrics.json") -> list[Check]:
+    """How many wrong samples the labels kept, and the share of the RL term's reward mass they carry."""
+    wrong = int(_number(metrics, "labelled_wrong", where))
+    total = int(_number(metrics, "labelled", where))
+    share = wrong / total if total else 0.0
+    mass_wrong = _number(metrics, "reward_mass_wrong", where)
+    mass_correct = _number(metrics, "reward_mass_correct", where)
+    mass_share = mass_wrong / (mass_wrong + mass_correct) if mass_wrong + mass_correct > 0 else 0.0
+    return [
+        Check("label_wrong_samples", "green" if wrong >= min_wrong_samples else "red",
+              f"{wrong:,} of {total:,} labelled samples ({share:.1%})", f">= {min_wrong_samples:,}",
+              "label.min_wrong_samples", True,
+              f"The labels hold {wrong:,} wrong samples with a verified rewrite ({share:.1%} of {total:,})"
+              + ("." if wrong >= min_wrong_samples else
+                 f", below label.min_wrong_samples = {min_wrong_samples}: the update would be imitation of "
+                 "correct samples with a handful of token penalties; draw more samples (sample.draws.rl, "
+                 "sample.n), improve the GRM (see its checks), or lower label.min_wrong_samples to go on anyway.")),
+        Check("label_wrong_reward_mass", "green" if mass_share >= min_wrong_reward_share else "amber",
+              f"{mass_share:.2%} of sum |r_t| on wrong samples", f">= {min_wrong_reward_share:.2%}",
+              "label.min_wrong_reward_share", False,
+              f"Wrong samples carry {mass_share:.2%} of the RL term's reward mass"
+              + ("." if mass_share >= min_wrong_reward_share else
+                 ": the update mostly reinforces correct samples (rejection-sampling fine-tuning in effect) and "
+                 "the token-level penalties carry little signal; compare it with rft and sft_gold (`compare`).")),
+    ]
+
+
+def update_check(start: Mapping[str, Any], updated: Mapping[str, Any], *, lr: float, steps: int | None,
+                 where: str = "eval/*/validation/metrics.json") -> Check:
+    """The updated policy's validation accuracy against the starting policy's: amber when it is lower by more
+    than 1.96 standard errors of the difference of two proportions, green otherwise."""
+    p0, n0 = _number(start, "accuracy", where), _number(start, "total", where)
+    p1, n1 = _number(updated, "accuracy", where), _number(updated, "total", where)
+    se = math.sqrt(p0 * (1 - p0) / max(n0, 1) + p1 * (1 - p1) / max(n1, 1))
+    diff = p1 - p0
+    below = diff < -1.96 * se
+    steps_text = f"{steps} optimizer steps" if steps is not None else "its optimizer steps"
+    return Check("update_vs_start", "amber" if below else "green",
+                 f"{100 * diff:+.1f} pp ({p0:.1%} -> {p1:.1%})", f"> -{196 * se:.1f} pp (1.96 SE)", None, False,
+                 f"The update moved validation accuracy by {100 * diff:+.1f} pp"
+                 + (f", below the starting policy beyond noise: the learning rate {lr:g} over {steps_text} "
+                    "made the model worse; lower rl.train.lr or rl.train.epochs, or pick them on validation "
+                    "(compare.lr)." if below else " (within noise of the starting policy or above it)."))
+
+
+def enforce(checks: Sequence[Check]) -> None:
+    """Raise :class:`PreflightError` listing every red stopping check (their messages name the keys)."""
+    failed = [c for c in checks if c.stops and c.status == "red"]
+    if failed:
+        lines = "\n".join(f"- {c.name}: {c.message}" for c in failed)
+        raise PreflightError(f"pre-flight checks stopped the run before the RL update:\n{lines}")
+
+
+def run_preflight(label_metrics_path: str | Path, out_path: str | Path, *, grm_quality_path: str | Path | None,
+                  grm_cfg: Mapping[str, Any], label_cfg: Mapping[str, Any]) -> list[Check]:
+    """The checks of the label stage's output (and the GRM's quality when the GRM made the labels): written
+    to ``out_path`` (JSON, every check, also the red ones), then :func:`enforce`."""
+    checks: list[Check] = []
+    if grm_quality_path is not None:
+        checks += grm_checks(_read(grm_quality_path), min_rewrite_correct=float(grm_cfg["min_rewrite_correct"]),
+                             min_error_step_accuracy=float(grm_cfg["min_error_step_accuracy"]),
+                             where=str(grm_quality_path))
+    checks += label_checks(_read(label_metrics_path), min_wrong_samples=int(label_cfg["min_wrong_samples"]),
+                           min_wrong_reward_share=float(label_cfg["min_wrong_reward_share"]),
+                           where=str(label_metrics_path))
+    write_json_atomic(out_path, {"checks": [asdict(c) for c in checks]})
+    enforce(checks)
+    return checks
+
+
+def read_checks(path: str | Path) -> list[Check]:
+    """The checks a :func:`run_preflight` wrote."""
+    data = _read(path)
+    try:
+        return [Check(**c) for c in data["checks"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: not a pre-flight checks file ({exc})") from None
+
+
+def _read(path: str | Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return data
+
+
+__all__ = ["Check", "PreflightError", "STATUSES", "enforce", "grm_checks", "label_checks", "read_checks",
+           "run_preflight", "update_check"]
