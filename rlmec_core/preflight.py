@@ -116,7 +116,7 @@ def label_checks(metrics: Mapping[str, Any], *, min_wrong_samples: int, min_wron
               f"Wrong samples carry {mass_share:.2%} of the RL term's reward mass"
               + ("." if mass_share >= min_wrong_reward_share else
                  ": the update mostly reinforces correct samples (rejection-sampling fine-tuning in effect) and "
-                 "the token-level penalties carry little signal; compare it with rft and sft_gold (`compare`).")),
+                 "the token-level penalties carry little signal; compare it with rft and sft_gold (the compare target).")),
     ]
 
 

@@ -106,6 +106,7 @@ table{border-collapse:collapse;margin:.8em 0}th,td{border:1px solid #d0d7de;padd
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .verdict{background:#f6f8fa;border-left:4px solid #0969da;padding:.5em .8em}
 .health{border:1px solid #d0d7de;border-radius:6px;padding:.2em 1em 1em;margin:1em 0}
+.health h2{margin-top:.4em}.health td:first-child{white-space:nowrap}
 .dot{display:inline-block;width:.8em;height:.8em;border-radius:50%;vertical-align:middle}
 .figure img{max-width:100%;border:1px solid #d0d7de}
 .example{border:1px solid #d0d7de;border-radius:6px;padding:.6em 1em;margin:1.2em 0}
