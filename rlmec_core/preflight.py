@@ -4,8 +4,10 @@ Each check compares one figure of a finished stage with a config threshold and g
 
 - ``green``: within the threshold;
 - ``amber``: a warning (the run goes on; the report's health panel shows it);
-- ``red``: a stopping check failed: :func:`enforce` raises :class:`PreflightError` before the RL update
-  trains, with the figures and the keys to change (a user who wants to go on anyway lowers the key).
+- ``red``: a stopping check is below its threshold. Below the configured one it *blocks*: :func:`enforce`
+  raises :class:`PreflightError` before the RL update trains, with the figures and the keys to change. A
+  user who wants to go on anyway lowers the key: the run goes on and the check stays red in the health
+  panel as long as the figure is below the schema's default (the recommended bar).
 
 The checks (config keys in brackets, defaults in ``config/schema.yaml``):
 
@@ -50,8 +52,9 @@ class Check:
     figure: str  # the measured value, as a reader sees it
     threshold: str  # what it is compared with
     key: str | None  # the config key of the threshold (None: the noise rule)
-    stops: bool  # a red status stops the run before the RL update
+    stops: bool  # a stopping check: below its configured threshold it stops the run before the RL update
     message: str  # one sentence: what it means and, when not green, what to change
+    blocking: bool = False  # it stops this run (below the configured threshold)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -65,36 +68,52 @@ def _number(obj: Mapping[str, Any], key: str, where: str) -> float:
     return float(value)
 
 
+def _stopping_check(name: str, value: float, *, configured: float, recommended: float | None, key: str,
+                    figure: str, shown, what: str, bad: str, fix: str) -> Check:
+    """A stopping check. It stops the run when ``value < configured``; its colour is red below the stricter of
+    the configured and the recommended (schema default) threshold, so a key lowered to let a run go on
+    deliberately still shows red in the health panel."""
+    bar = max(configured, recommended if recommended is not None else configured)
+    blocking = value < configured
+    if value >= bar:
+        message = f"{what}."
+    elif blocking:
+        message = f"{what}, below {key} = {configured:g}: {bad}; {fix}, or lower {key} to go on anyway."
+    else:
+        message = (f"{what}, below the recommended {recommended:g} ({key} was lowered to {configured:g}, so the run "
+                   f"went on): {bad}.")
+    return Check(name, "red" if value < bar else "green", figure, f">= {shown(bar)}", key, True, message, blocking)
+
+
 def grm_checks(quality: Mapping[str, Any], *, min_rewrite_correct: float, min_error_step_accuracy: float,
-               where: str = "grm/quality.json") -> list[Check]:
-    """The GRM's held-out rewrite answer-correct rate and first-error-step accuracy against their minimums."""
+               recommended: Mapping[str, float] | None = None, where: str = "grm/quality.json") -> list[Check]:
+    """The GRM's held-out rewrite answer-correct rate and first-error-step accuracy against their minimums
+    (``recommended``: the schema's defaults, by key name, for the colour; see :func:`_stopping_check`)."""
+    rec = recommended or {}
     n = int(_number(quality, "validation_wrong", where))
     correct = _number(quality, "rewrite_answer_correct", where)
     step = _number(quality, "error_step_accuracy", where)
     fix = ("train the GRM longer or on more teacher rewrites (grm.train, teacher.max_predictions), or use a "
            "larger GRM (grm.model)")
     return [
-        Check("grm_rewrite_correct", "green" if correct >= min_rewrite_correct else "red",
-              f"{correct:.1%} of {n} held-out wrong predictions", f">= {min_rewrite_correct:.1%}",
-              "grm.min_rewrite_correct", True,
-              f"The GRM's rewrites reach the gold answer for {correct:.1%} of {n} held-out wrong predictions"
-              + ("." if correct >= min_rewrite_correct else
-                 f", below grm.min_rewrite_correct = {min_rewrite_correct:g}: it cannot rewrite the RL draw's errors "
-                 f"into verified corrections, so almost no wrong sample gets token labels; {fix}, or lower "
-                 "grm.min_rewrite_correct to go on anyway.")),
-        Check("grm_error_step", "green" if step >= min_error_step_accuracy else "red",
-              f"{step:.1%} of {n} held-out wrong predictions", f">= {min_error_step_accuracy:.1%}",
-              "grm.min_error_step_accuracy", True,
-              f"The GRM finds the first wrong step of {step:.1%} of {n} held-out wrong predictions"
-              + ("." if step >= min_error_step_accuracy else
-                 f", below grm.min_error_step_accuracy = {min_error_step_accuracy:g}: its token rewards would "
-                 f"penalise the wrong tokens; {fix}, or lower grm.min_error_step_accuracy to go on anyway.")),
+        _stopping_check("grm_rewrite_correct", correct, configured=min_rewrite_correct,
+                        recommended=rec.get("min_rewrite_correct"), key="grm.min_rewrite_correct",
+                        figure=f"{correct:.1%} of {n} held-out wrong predictions", shown=lambda x: f"{x:.1%}",
+                        what=f"The GRM's rewrites reach the gold answer for {correct:.1%} of {n} held-out wrong predictions",
+                        bad="it cannot rewrite the RL draw's errors into verified corrections, so almost no wrong "
+                            "sample gets token labels", fix=fix),
+        _stopping_check("grm_error_step", step, configured=min_error_step_accuracy,
+                        recommended=rec.get("min_error_step_accuracy"), key="grm.min_error_step_accuracy",
+                        figure=f"{step:.1%} of {n} held-out wrong predictions", shown=lambda x: f"{x:.1%}",
+                        what=f"The GRM finds the first wrong step of {step:.1%} of {n} held-out wrong predictions",
+                        bad="its token rewards would not penalise the wrong tokens", fix=fix),
     ]
 
 
 def label_checks(metrics: Mapping[str, Any], *, min_wrong_samples: int, min_wrong_reward_share: float,
-                 where: str = "label/metrics.json") -> list[Check]:
+                 recommended: Mapping[str, float] | None = None, where: str = "label/metrics.json") -> list[Check]:
     """How many wrong samples the labels kept, and the share of the RL term's reward mass they carry."""
+    rec = recommended or {}
     wrong = int(_number(metrics, "labelled_wrong", where))
     total = int(_number(metrics, "labelled", where))
     share = wrong / total if total else 0.0
@@ -102,14 +121,12 @@ def label_checks(metrics: Mapping[str, Any], *, min_wrong_samples: int, min_wron
     mass_correct = _number(metrics, "reward_mass_correct", where)
     mass_share = mass_wrong / (mass_wrong + mass_correct) if mass_wrong + mass_correct > 0 else 0.0
     return [
-        Check("label_wrong_samples", "green" if wrong >= min_wrong_samples else "red",
-              f"{wrong:,} of {total:,} labelled samples ({share:.1%})", f">= {min_wrong_samples:,}",
-              "label.min_wrong_samples", True,
-              f"The labels hold {wrong:,} wrong samples with a verified rewrite ({share:.1%} of {total:,})"
-              + ("." if wrong >= min_wrong_samples else
-                 f", below label.min_wrong_samples = {min_wrong_samples}: the update would be imitation of "
-                 "correct samples with a handful of token penalties; draw more samples (sample.draws.rl, "
-                 "sample.n), improve the GRM (see its checks), or lower label.min_wrong_samples to go on anyway.")),
+        _stopping_check("label_wrong_samples", wrong, configured=min_wrong_samples,
+                        recommended=rec.get("min_wrong_samples"), key="label.min_wrong_samples",
+                        figure=f"{wrong:,} of {total:,} labelled samples ({share:.1%})", shown=lambda x: f"{int(x):,}",
+                        what=f"The labels hold {wrong:,} wrong samples with a verified rewrite ({share:.1%} of {total:,})",
+                        bad="the update would be imitation of correct samples with a handful of token penalties",
+                        fix="draw more samples (sample.draws.rl, sample.n) or improve the GRM (see its checks)"),
         Check("label_wrong_reward_mass", "green" if mass_share >= min_wrong_reward_share else "amber",
               f"{mass_share:.2%} of sum |r_t| on wrong samples", f">= {min_wrong_reward_share:.2%}",
               "label.min_wrong_reward_share", False,
@@ -139,8 +156,8 @@ def update_check(start: Mapping[str, Any], updated: Mapping[str, Any], *, lr: fl
 
 
 def enforce(checks: Sequence[Check]) -> None:
-    """Raise :class:`PreflightError` listing every red stopping check (their messages name the keys)."""
-    failed = [c for c in checks if c.stops and c.status == "red"]
+    """Raise :class:`PreflightError` listing every check that blocks the run (their messages name the keys)."""
+    failed = [c for c in checks if c.blocking]
     if failed:
         lines = "\n".join(f"- {c.name}: {c.message}" for c in failed)
         raise PreflightError(f"pre-flight checks stopped the run before the RL update:\n{lines}")
@@ -150,14 +167,17 @@ def run_preflight(label_metrics_path: str | Path, out_path: str | Path, *, grm_q
                   grm_cfg: Mapping[str, Any], label_cfg: Mapping[str, Any]) -> list[Check]:
     """The checks of the label stage's output (and the GRM's quality when the GRM made the labels): written
     to ``out_path`` (JSON, every check, also the red ones), then :func:`enforce`."""
+    from rlmec_core.config import validate_config
+
+    defaults = validate_config({})  # the schema's thresholds: the health panel's colours
     checks: list[Check] = []
     if grm_quality_path is not None:
         checks += grm_checks(_read(grm_quality_path), min_rewrite_correct=float(grm_cfg["min_rewrite_correct"]),
                              min_error_step_accuracy=float(grm_cfg["min_error_step_accuracy"]),
-                             where=str(grm_quality_path))
+                             recommended=defaults["grm"], where=str(grm_quality_path))
     checks += label_checks(_read(label_metrics_path), min_wrong_samples=int(label_cfg["min_wrong_samples"]),
                            min_wrong_reward_share=float(label_cfg["min_wrong_reward_share"]),
-                           where=str(label_metrics_path))
+                           recommended=defaults["label"], where=str(label_metrics_path))
     write_json_atomic(out_path, {"checks": [asdict(c) for c in checks]})
     enforce(checks)
     return checks

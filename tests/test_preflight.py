@@ -37,7 +37,8 @@ def statuses(checks):
 
 
 def test_the_demo_passes_every_stopping_check_with_the_defaults():
-    checks = grm_checks(DEMO_QUALITY, **GRM_DEFAULTS) + label_checks(DEMO_LABELS, **LABEL_DEFAULTS)
+    checks = (grm_checks(DEMO_QUALITY, **GRM_DEFAULTS, recommended=GRM_DEFAULTS)
+              + label_checks(DEMO_LABELS, **LABEL_DEFAULTS, recommended=LABEL_DEFAULTS))
     assert statuses(checks) == {"grm_rewrite_correct": "green", "grm_error_step": "green",
                                 "label_wrong_samples": "green", "label_wrong_reward_mass": "amber"}
     enforce(checks)  # amber warns, does not stop
@@ -55,6 +56,7 @@ def test_the_small_budget_run_stops_naming_the_grms_figures_and_the_keys(tmp_pat
         assert needle in text, needle
     written = read_checks(tmp_path / "checks.json")  # written before stopping: the report can show it
     assert statuses(written)["grm_rewrite_correct"] == "red" and statuses(written)["label_wrong_samples"] == "red"
+    assert [c.name for c in written if c.blocking] == ["grm_rewrite_correct", "grm_error_step", "label_wrong_samples"]
 
 
 def test_lowered_thresholds_let_the_run_go_on_and_zero_turns_a_check_off(tmp_path):
@@ -63,8 +65,14 @@ def test_lowered_thresholds_let_the_run_go_on_and_zero_turns_a_check_off(tmp_pat
     checks = run_preflight(tmp_path / "labels.json", tmp_path / "checks.json", grm_quality_path=tmp_path / "quality.json",
                            grm_cfg={"min_rewrite_correct": 0, "min_error_step_accuracy": 0},
                            label_cfg={"min_wrong_samples": 5, "min_wrong_reward_share": 0.01})
-    assert statuses(checks) == {"grm_rewrite_correct": "green", "grm_error_step": "green",
-                                "label_wrong_samples": "green", "label_wrong_reward_mass": "amber"}
+    # the run goes on (nothing blocks) and the health panel stays red where the figure is below the defaults
+    assert not any(c.blocking for c in checks)
+    assert statuses(checks) == {"grm_rewrite_correct": "red", "grm_error_step": "red",
+                                "label_wrong_samples": "red", "label_wrong_reward_mass": "amber"}
+    grm = next(c for c in checks if c.name == "grm_rewrite_correct")
+    assert "below the recommended 0.005 (grm.min_rewrite_correct was lowered to 0, so the run went on)" in grm.message
+    assert grm.threshold == ">= 0.5%"
+    assert read_checks(tmp_path / "checks.json") == checks
     # labels from the teacher's rewrites: no GRM check at all
     checks = run_preflight(tmp_path / "labels.json", tmp_path / "checks.json", grm_quality_path=None,
                            grm_cfg=DEFAULTS["grm"], label_cfg={"min_wrong_samples": 5, "min_wrong_reward_share": 0})

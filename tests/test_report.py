@@ -580,3 +580,25 @@ def test_health_panel_turns_amber_when_the_update_loses_accuracy_beyond_noise(ru
     panel = page[page.index('id="health"'):page.index("</div>", page.index('id="health"'))]
     assert 'class="health-amber"' in panel and "the learning rate 0.002 over 50 optimizer steps" in panel
     assert "No pre-flight checks file" in panel
+
+
+def test_health_panel_is_red_when_a_lowered_threshold_let_a_bad_grm_through(run: Path, tmp_path: Path) -> None:
+    import json as _json
+
+    from rlmec_core.preflight import run_preflight
+    from rlmec_core.report import build_report
+
+    write_json(run / "grm" / "bad_quality.json", {"validation_wrong": 96, "rewrite_answer_correct": 0.0,
+                                                  "error_step_accuracy": 0.19})
+    write_json(run / "label" / "bad_metrics.json", {"labelled": 636, "labelled_wrong": 9, "reward_mass_correct": 300.0,
+                                                    "reward_mass_wrong": 0.4})
+    run_preflight(run / "label" / "bad_metrics.json", run / "checks" / "preflight.json",
+                  grm_quality_path=run / "grm" / "bad_quality.json",
+                  grm_cfg={"min_rewrite_correct": 0, "min_error_step_accuracy": 0},
+                  label_cfg={"min_wrong_samples": 0, "min_wrong_reward_share": 0.01})
+    assert all(not c["blocking"] for c in _json.loads((run / "checks" / "preflight.json").read_text())["checks"])
+    build_report(**report_args(run, tmp_path / "out"), rl_lr=2e-3)
+    page = (tmp_path / "out" / "report.html").read_text()
+    panel = page[page.index('id="health"'):page.index("</div>", page.index('id="health"'))]
+    assert "A stopping check is red" in panel and panel.count('class="health-red"') == 3
+    assert "grm.min_rewrite_correct was lowered to 0, so the run went on" in panel
