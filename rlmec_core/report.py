@@ -443,20 +443,13 @@ def _series(records: Sequence[Mapping[str, Any]], key: str, x: str = "step") -> 
 
 def _curves_png(name: str, records: Sequence[Mapping[str, Any]]) -> tuple[bytes, list[str]]:
     """One PNG (bytes) of a training log's curves against step, and the keys it plots."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     panels = [(title, [k for k in keys if _series(records, k)[0]], x) for title, keys, x in CURVE_PANELS]
     panels = [(t, ks, x) for t, ks, x in panels if ks]
     if not panels:
         raise DataError(f"training log {name!r}: no numeric loss/lr/... values to plot")
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows), dpi=100)
-    FigureCanvasAgg(fig)
+    fig, _ = _figure(4.2 * ncols, 3.0 * nrows, axes=False)
     for i, (title, keys, x) in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         for k in keys:
@@ -478,9 +471,7 @@ def _curves_png(name: str, records: Sequence[Mapping[str, Any]]) -> tuple[bytes,
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     fig.suptitle(f"training log: {name}")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue(), sorted({k for _, ks, _ in panels for k in ks})
+    return _png(fig), sorted({k for _, ks, _ in panels for k in ks})
 
 
 def _safe_name(name: str) -> str:
