@@ -33,6 +33,7 @@ Writes ``<out>/bench_throughput_<size>.json`` and ``<out>/bench_throughput_<size
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -321,7 +322,7 @@ def run_part(part: str, inputs: dict, size: Size, args) -> dict:
 
         def step(batch):
             batch = {k: v.to(dev) for k, v in batch.items()}
-            with autocast if autocast is not None else _null():
+            with autocast if autocast is not None else contextlib.nullcontext():
                 if part == "train_rl":
                     loss, _ = rl_batch_loss(model, batch, clip_eps=0.3, imitation_coef=1.0, ratio_form="published")
                 else:
@@ -351,14 +352,6 @@ def run_part(part: str, inputs: dict, size: Size, args) -> dict:
     else:
         raise ValueError(f"unknown part {part!r}; expected one of {PARTS}")
     return res  # peak memory is read before any profiling, which allocates on its own
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def train_flops_per_token(size: Size, params: int, batches) -> float:

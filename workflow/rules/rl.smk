@@ -9,8 +9,9 @@ rule rl:
     input:
         labels=f"{RESULTS}/label/token_rewards.parquet",
         label_metrics=f"{RESULTS}/label/metrics.json",
-        grm_quality=[f"{RESULTS}/grm/quality.json"] if LABEL["rewrites"] == "grm" else [],
         policy=policy_requirement("sft"),
+        # the GRM's quality, when the GRM made the labels (the teacher-rewrite ablation has none to check)
+        **({"grm_quality": f"{RESULTS}/grm/quality.json"} if LABEL["rewrites"] == "grm" else {}),
     output:
         model=directory(f"{RESULTS}/policy/rlmec"),
         metrics=f"{RESULTS}/train_logs/rl.jsonl",

@@ -10,9 +10,7 @@ from rlmec_core.workflow import plain, stage_context
 def main(smk) -> None:
     with stage_context(smk, "rl"):
         if smk.output.get("checks"):  # rule rl: the pre-flight checks before the update trains
-            quality = smk.input.get("grm_quality") or None  # absent when the teacher's rewrites made the labels
-            quality = quality if quality is None or isinstance(quality, str) else quality[0]
-            run_preflight(smk.input.label_metrics, smk.output.checks, grm_quality_path=quality,
+            run_preflight(smk.input.label_metrics, smk.output.checks, grm_quality_path=smk.input.get("grm_quality"),
                           grm_cfg=smk.config["grm"], label_cfg=smk.config["label"])
         run_training("rl", {
             "labels_path": smk.input.labels, "policy_dir": smk.params.policy, "out_dir": smk.output.model,
