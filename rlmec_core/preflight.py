@@ -39,6 +39,8 @@ from rlmec_core.errors import DataError
 from rlmec_core.io import write_json_atomic
 
 STATUSES = ("green", "amber", "red")
+# the label block's pre-flight thresholds: read by the RL stage, so they are not the label stage's parameters
+LABEL_THRESHOLDS = ("min_wrong_samples", "min_wrong_reward_share")
 
 
 class PreflightError(RuntimeError):
@@ -204,5 +206,5 @@ def _read(path: str | Path) -> dict[str, Any]:
     return data
 
 
-__all__ = ["Check", "PreflightError", "STATUSES", "enforce", "grm_checks", "label_checks", "read_checks",
-           "run_preflight", "update_check"]
+__all__ = ["Check", "LABEL_THRESHOLDS", "PreflightError", "STATUSES", "enforce", "grm_checks", "label_checks",
+           "read_checks", "run_preflight", "update_check"]

@@ -1,6 +1,8 @@
+from rlmec_core.preflight import LABEL_THRESHOLDS
+
 LABEL = config["label"]
 # what the label stage computes with: the pre-flight thresholds (read by the RL stage) are not its params
-LABEL_PARAMS = {k: v for k, v in LABEL.items() if k not in ("min_wrong_samples", "min_wrong_reward_share")}
+LABEL_PARAMS = {k: v for k, v in LABEL.items() if k not in LABEL_THRESHOLDS}
 # Rewrites of the samples that labelling uses: the GRM's rewrites of grm.rewrite_draw (the method; a fresh
 # draw by default), or the teacher's rewrites of its own draw (the rlmec_teacher_rewrites ablation).
 LABEL_SOURCES = {
