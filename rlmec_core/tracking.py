@@ -69,11 +69,6 @@ class TrackingSettings:
                    group=cfg.get("run_name") or run, stage=stage, logdir=str(Path(results_dir) / "tracking"),
                    config=dict(config or {}))
 
-    def for_stage(self, stage: str, config: Mapping[str, Any] | None = None) -> TrackingSettings:
-        """The same group and trackers for another stage's run."""
-        return TrackingSettings(self.report_to, self.project, self.group, stage, self.logdir,
-                                dict(config if config is not None else self.config))
-
 
 ENV = "RLMEC_TRACKING"  # the stage's settings as JSON: set by the stage script, inherited by launched processes
 

@@ -18,6 +18,7 @@ evaluation, so a resumed run knows the best-so-far, its weights and the patience
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -354,7 +355,7 @@ def train(
         metrics_file.writelines(kept)
 
     tracking = tracking if tracking is not None else tracking_from_env()
-    trackers = Trackers(tracking.for_stage(tracking.stage, {**tracking.config, **asdict(settings)})
+    trackers = Trackers(dataclasses.replace(tracking, config={**tracking.config, **asdict(settings)})
                         if tracking is not None and accelerator.is_main_process else None)
 
     def save_checkpoint() -> None:
