@@ -191,13 +191,9 @@ def _peak_memory_gb() -> dict:
 
 
 def _load_hf(model_dir: str):
-    import torch
-    from transformers import AutoModelForCausalLM
+    from rlmec_core.sampling import EngineSettings, load_inference_model
 
-    from rlmec_core.sampling import resolve_dtype
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, resolve_dtype("auto")))
-    return model.to(_device())
+    return load_inference_model(model_dir, EngineSettings())
 
 
 def _top_ops(prof, k: int = 8) -> list[dict]:

@@ -242,17 +242,20 @@ def _finish(tokenizer, ids: list[int], hit_eos: bool, settings: SampleSettings) 
     return Completion(text=text, token_ids=list(ids), finish_reason="stop" if (hit_eos or hit_stop) else "length")
 
 
-def _generate_hf(model_path, tokenizer, prompt_ids, settings: SampleSettings, engine: EngineSettings) -> GenerationResult:
+def load_inference_model(model_path: str | os.PathLike[str], engine: EngineSettings):
+    """A transformers causal LM for inference (generation, scoring): ``engine.dtype``, safetensors only,
+    ``engine.trust_remote_code``, on the GPU when there is one, in eval mode."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=getattr(torch, resolve_dtype(engine.dtype)),
+                                                 trust_remote_code=engine.trust_remote_code, use_safetensors=True)
+    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+
+
+def _generate_hf(model_path, tokenizer, prompt_ids, settings: SampleSettings, engine: EngineSettings) -> GenerationResult:
     t0 = time.monotonic()
-    dtype = getattr(torch, resolve_dtype(engine.dtype))
-    model = AutoModelForCausalLM.from_pretrained(
-        str(model_path), dtype=dtype, trust_remote_code=engine.trust_remote_code, use_safetensors=True
-    )
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device).eval()
+    model = load_inference_model(model_path, engine)
     load_s = time.monotonic() - t0
     t1 = time.monotonic()
     results, skipped = generate_with_model(model, tokenizer, prompt_ids, settings, batch_size=engine.hf_batch_size)
@@ -413,6 +416,7 @@ __all__ = [
     "open_vllm",
     "generate",
     "generate_with_model",
+    "load_inference_model",
     "load_tokenizer",
     "resolve_backend",
     "resolve_dtype",

@@ -154,7 +154,7 @@ def score_model(
     ``max_batch`` bound the transformers path's batches, padded with ``pad_token_id`` (never scored). Returns the per-pair log-probs (as
     :func:`score_targets`) and the seconds spent scoring (model loading excluded).
     """
-    from rlmec_core.sampling import check_model_weights, open_vllm, resolve_dtype
+    from rlmec_core.sampling import check_model_weights, load_inference_model, open_vllm
 
     if backend not in ("vllm", "hf"):
         raise ValueError(f"backend must be 'vllm' or 'hf', got {backend!r}")
@@ -164,12 +164,7 @@ def score_model(
         t0 = time.monotonic()
         out = score_targets_vllm(model, prompt_ids, target_ids, progress=progress is not None)
     else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, resolve_dtype(engine.dtype)),
-                                                     trust_remote_code=engine.trust_remote_code, use_safetensors=True)
-        if torch.cuda.is_available():
-            model.to("cuda")
+        model = load_inference_model(model_dir, engine)
         t0 = time.monotonic()
         out = score_targets(model, prompt_ids, target_ids, pad_token_id=pad_token_id, batch_tokens=batch_tokens,
                             max_batch=max_batch, progress=progress)
