@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
 from rlmec_core.edits import align, imitation_weights
 from rlmec_core.errors import DataError
 from rlmec_core.grm.prompts import GRMPrompts
