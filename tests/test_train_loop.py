@@ -218,6 +218,67 @@ def test_resume_keeps_the_best_so_far(tmp_path, stale_best):
     assert [r.get("val_accuracy") for r in records] == [r.get("val_accuracy") for r in ref_records]
 
 
+def test_at_start_keeps_the_starting_weights_when_no_update_beats_them(tmp_path):
+    """A harmful update: the step-0 evaluation (the starting weights) stays the best, so the stage's output
+    is the starting policy; every_steps sets the evaluation interval in optimizer steps."""
+    from rlmec_core.train.loop import ValidationSettings
+
+    start = tiny_model().state_dict()  # tiny_model is seeded: the weights train() starts from
+    evaluate = Scripted([0.6, 0.5, 0.3, 0.2, 0.1, 0.1])  # steps 0, 4, 8, 12, 16, 20
+    validation = ValidationSettings(every_steps=4, at_start=True)
+    result, saved = run_validated(tmp_path, "start", VAL_SETTINGS, validation, evaluate)
+    assert result.steps == 20 and result.evaluations == 6
+    assert result.best_step == 0 and result.saved_step == 0 and result.best_metric == 0.6
+    assert_same_weights(saved["state_dict"], start)
+    records = [json.loads(line) for line in (tmp_path / "start" / "m.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val_accuracy" in r] == [0, 4, 8, 12, 16, 20]
+    assert records[0]["step"] == 0 and records[0]["tokens_seen"] == 0 and "loss" not in records[0]
+
+
+def test_resume_keeps_a_starting_best_across_a_kill(tmp_path):
+    """Killed after two evaluations below the start, the rerun resumes and still saves the step-0 weights."""
+    from rlmec_core.train.loop import ValidationSettings
+
+    start = tiny_model().state_dict()
+    values = [0.6, 0.5, 0.3, 0.2, 0.1, 0.1]
+    validation = ValidationSettings(every_steps=4, at_start=True)
+    with pytest.raises(Crash):
+        run_validated(tmp_path, "k", VAL_SETTINGS, validation, Scripted(values), crash_at_call=10)
+    ckpt = tmp_path / "k" / "ckpt"
+    assert sorted(p.name for p in ckpt.glob("best-step-*")) == ["best-step-0"]
+    resumed, saved = run_validated(tmp_path, "k", VAL_SETTINGS, validation, Scripted(values, start=3))
+    assert resumed.resumed_from_step == 8 and resumed.best_step == 0 and resumed.evaluations == 6
+    assert_same_weights(saved["state_dict"], start)
+    records = [json.loads(line) for line in (tmp_path / "k" / "m.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val_accuracy" in r] == [0, 4, 8, 12, 16, 20]
+
+
+def test_mode_min_keeps_the_lowest_metric(tmp_path):
+    """A held-out loss: the lowest value is the best; best_metric is reported as measured (not negated)."""
+    from rlmec_core.train.loop import ValidationSettings
+
+    class Loss(Scripted):
+        def __call__(self, model):
+            return {"val_loss": super().__call__(model)["val_accuracy"]}
+
+    evaluate = Loss([2.0, 1.5, 1.2, 1.3, 1.4, 1.6])
+    validation = ValidationSettings(every_steps=4, at_start=True, metric="val_loss", mode="min")
+    result, saved = run_validated(tmp_path, "min", VAL_SETTINGS, validation, evaluate)
+    assert result.best_step == 8 and result.best_metric == 1.2
+    assert_same_weights(saved["state_dict"], evaluate.seen[2])
+    records = [json.loads(line) for line in (tmp_path / "min" / "m.jsonl").read_text().splitlines()]
+    assert records[-1]["best_val_loss"] == 1.2 and records[-1]["best_step"] == 8
+
+
+def test_validation_settings_refuse_bad_values():
+    from rlmec_core.train.loop import ValidationSettings
+
+    with pytest.raises(ValueError, match="every_steps"):
+        ValidationSettings(every_steps=0)
+    with pytest.raises(ValueError, match="mode"):
+        ValidationSettings(mode="lowest")
+
+
 def test_resume_refuses_a_checkpoint_whose_best_weights_are_gone(tmp_path):
     from rlmec_core.train.loop import ValidationSettings
 

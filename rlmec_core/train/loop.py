@@ -9,10 +9,12 @@ Checkpoints are written under ``checkpoint_dir`` (outside the stage's declared o
 the same arguments resumes from the newest one: same batch order, no step repeated or skipped.
 
 With ``validation`` and an ``evaluate_fn``, the loop also measures the model on held-out data every
-``validation.every_epochs`` epochs and at the end, logs the figures with that step's record, keeps the
-best weights seen so far (``checkpoint_dir/best-step-<N>/``), stops after ``patience`` evaluations without
-improvement, and hands the best (or the last) weights to ``save_fn``. A checkpoint follows every
-evaluation, so a resumed run knows the best-so-far, its weights and the patience count.
+``validation.every_epochs`` epochs (or ``every_steps`` optimizer steps) and at the end, and with
+``at_start`` the starting weights too (a record at step 0); it logs the figures with that step's record,
+keeps the best weights seen so far (``checkpoint_dir/best-step-<N>/``; the starting weights when no
+update beat them), stops after ``patience`` evaluations without improvement, and hands the best (or the
+last) weights to ``save_fn``. A checkpoint follows every evaluation, so a resumed run knows the
+best-so-far, its weights and the patience count.
 """
 
 from __future__ import annotations
@@ -81,11 +83,18 @@ class ValidationSettings:
     patience: int | None = None  # stop after this many evaluations in a row without improvement; None: full schedule
     min_delta: float = 0.0  # an improvement (for patience) exceeds the last improvement by more than this
     select: str = "best"  # "best": the output is the best evaluated weights; "last": the final weights
-    metric: str = "val_accuracy"  # the key of evaluate_fn's result that is maximised
+    metric: str = "val_accuracy"  # the key of evaluate_fn's result that is optimised
+    every_steps: int | None = None  # optimizer steps between evaluations; set, it replaces every_epochs
+    at_start: bool = False  # also evaluate the starting weights (step 0): a candidate for "best" like any other
+    mode: str = "max"  # "max": a higher metric is better (accuracy); "min": a lower one is (a held-out loss)
 
     def __post_init__(self) -> None:
         if self.every_epochs <= 0:
             raise ValueError(f"every_epochs must be positive, got {self.every_epochs}")
+        if self.every_steps is not None and self.every_steps < 1:
+            raise ValueError(f"every_steps must be >= 1 or null, got {self.every_steps}")
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {self.mode!r}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or null, got {self.patience}")
         if self.min_delta < 0:
@@ -130,7 +139,8 @@ class _BestSoFar:
     stopped: bool = False
 
     def update(self, step: int, value: float, min_delta: float) -> bool:
-        """Record an evaluation; True when its weights become the kept ones."""
+        """Record an evaluation (``value``: higher is better; the loop negates a metric it minimises); True
+        when its weights become the kept ones."""
         self.evaluations += 1
         if self.improved_value is None or value > self.improved_value + min_delta:
             self.improved_value, self.evals_without_improvement = value, 0
@@ -316,9 +326,12 @@ def train(
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     eval_every = None
-    if validation is not None:  # optimizer steps between evaluations (one full epoch has this many steps)
+    if validation is not None and validation.every_steps is not None:
+        eval_every = validation.every_steps
+    elif validation is not None:  # optimizer steps between evaluations (one full epoch has this many steps)
         eval_every = max(1, round(validation.every_epochs * count_optimizer_steps(batches_per_epoch, batches_per_epoch,
                                                                                    settings.grad_accum)))
+    sign = -1.0 if validation is not None and validation.mode == "min" else 1.0  # _BestSoFar maximises
     best = _BestSoFar()
 
     step, micro_done, examples_seen, tokens_seen, elapsed_before = 0, 0, 0, 0, 0.0
@@ -400,7 +413,7 @@ def train(
         if validation.metric not in figures:
             raise KeyError(f"{description}: evaluate_fn returned {sorted(figures)}, not the metric "
                            f"{validation.metric!r}")
-        improved = best.update(step, figures[validation.metric], validation.min_delta)
+        improved = best.update(step, sign * figures[validation.metric], validation.min_delta)
         if improved and validation.select == "best":
             state_dict = accelerator.get_state_dict(model)
             if accelerator.is_main_process:
@@ -408,11 +421,12 @@ def train(
             accelerator.wait_for_everyone()
         if validation.patience is not None and best.evals_without_improvement >= validation.patience:
             best.stopped = True
+        best_value = sign * best.best_value
         accelerator.print(
             f"[{description}] step {step}/{total_steps} (epoch {micro_done / batches_per_epoch:.2f}): "
-            f"{validation.metric} {figures[validation.metric]:.4f}; best {best.best_value:.4f} at step {best.best_step}"
+            f"{validation.metric} {figures[validation.metric]:.4f}; best {best_value:.4f} at step {best.best_step}"
             + ("; no improvement for %d evaluations: stopping" % best.evals_without_improvement if best.stopped else ""))
-        return {**figures, f"best_{validation.metric}": best.best_value, "best_step": best.best_step}
+        return {**figures, f"best_{validation.metric}": best_value, "best_step": best.best_step}
 
     model.train()
     t0 = time.monotonic()
@@ -421,6 +435,13 @@ def train(
     window_n = 0
     bar = tqdm(total=total_steps, initial=step, desc=description, disable=not accelerator.is_main_process,
                mininterval=5.0, dynamic_ncols=True)
+    if validation is not None and validation.at_start and step == 0:  # the starting weights: step 0
+        record = {"step": 0, "epoch": 0.0, "lr": scheduler.get_last_lr()[0], "examples_seen": 0, "tokens_seen": 0,
+                  "wall_seconds": elapsed_before + time.monotonic() - t0, **run_validation()}
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+        trackers.log(record, 0)
     while micro_done < total_micro and not best.stopped:
         epoch, offset = divmod(micro_done, batches_per_epoch)
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(settings.seed + epoch))
@@ -504,7 +525,7 @@ def train(
         wall_seconds=elapsed_before + time.monotonic() - t0,
         final_loss=last_loss,
         best_step=best.best_step,
-        best_metric=best.best_value,
+        best_metric=None if best.best_value is None else sign * best.best_value,
         saved_step=best.best_step if use_best else step,
         evaluations=best.evaluations,
         stopped_early=best.stopped,
