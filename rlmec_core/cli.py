@@ -70,6 +70,19 @@ def _train_paths(args: argparse.Namespace, out: Path) -> dict[str, Path]:
     return {"checkpoint_dir": checkpoints, "metrics_path": out.parent / f"{out.name}.train_metrics.jsonl"}
 
 
+def _validation(args: argparse.Namespace, cfg: dict[str, Any], rl: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(rl config, keyword arguments)`` of a policy update's in-training validation: on ``--validation``'s
+    problems (its task adapter, the policy's prompt template) as ``rl.validation`` says; without
+    ``--validation`` it is off (the last weights are saved), and the command says so on stderr."""
+    if not args.validation:
+        if rl["validation"]["enabled"]:
+            print("no --validation split given: in-training validation (rl.validation) is off and the last weights "
+                  "are saved", file=sys.stderr)
+        return {**rl, "validation": {**rl["validation"], "enabled": False}}, {}
+    return rl, {"validation_path": args.validation, "adapter_name": _problems_adapter(args.validation),
+                "prompt_template": _prompt_template(args.policy, cfg["task"]["prompt_template"])}
+
+
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from rlmec_core.io import write_parquet
     from rlmec_core.schemas import PROBLEMS
@@ -242,8 +255,10 @@ def cmd_rl(args: argparse.Namespace) -> int:
 
     cfg = _config(args.config)
     out = Path(args.out)
-    result = rl_update(args.labels, args.policy, out, rl_cfg=cfg["rl"], seed=cfg["seed"],
-                       **_train_paths(args, out),
+    rl, validation = _validation(args, cfg, dict(cfg["rl"]))
+    result = rl_update(args.labels, args.policy, out, rl_cfg=rl, seed=cfg["seed"],
+                       **_train_paths(args, out), **validation,
+                       chat_template=_chat_template(args.policy, cfg["task"]["chat_template"]),
                        trust_remote_code=cfg["engine"]["trust_remote_code"])
     print(json.dumps(result, indent=2, default=str))
     return 0
@@ -257,12 +272,15 @@ def cmd_sft_gold(args: argparse.Namespace) -> int:
     train = dict(cfg["rl"]["train"])
     train["lr"] = args.lr if args.lr is not None else cfg["compare"]["lr"].get("sft_gold", train["lr"])
     draw = cfg["sample"]["draws"][cfg["grm"]["rewrite_draw"]]
+    rl, validation = _validation(args, cfg, dict(cfg["rl"]))
     result = sft_gold_update(args.data, args.policy, out, draw=draw, adapter_name=_problems_adapter(args.data),
                              prompt_template=_prompt_template(args.policy, cfg["task"]["prompt_template"]),
                              chat_template=_chat_template(args.policy, cfg["task"]["chat_template"]),
                              train_cfg=train, seed=cfg["seed"],
                              **_train_paths(args, out),
-                             trust_remote_code=cfg["engine"]["trust_remote_code"], match_labels=args.match_labels)
+                             trust_remote_code=cfg["engine"]["trust_remote_code"], match_labels=args.match_labels,
+                             validation_cfg={"validation": rl["validation"], "select": rl["select"]},
+                             validation_path=validation.get("validation_path"))
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -274,8 +292,9 @@ def cmd_rft(args: argparse.Namespace) -> int:
     out = Path(args.out)
     rl = dict(cfg["rl"])
     rl["train"] = {**rl["train"], "lr": args.lr if args.lr is not None else cfg["compare"]["lr"].get("rft", rl["train"]["lr"])}
+    rl, validation = _validation(args, cfg, rl)
     result = rft_update(args.samples, args.policy, out, rl_cfg=rl, seed=cfg["seed"],
-                        **_train_paths(args, out),
+                        **_train_paths(args, out), **validation,
                         trust_remote_code=cfg["engine"]["trust_remote_code"],
                         chat_template=_chat_template(args.policy, cfg["task"]["chat_template"]),
                         batch_tokens=cfg["label"]["batch_tokens"])
@@ -408,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     rlp.add_argument("--out", required=True, help="output model directory")
     rlp.add_argument("--checkpoint-dir", help="where resumable checkpoints go (default: beside --out)")
     rlp.add_argument("--config", help="run config (default: schema defaults)")
+    rlp.add_argument("--validation", help="validation split Parquet: in-training validation as rl.validation and "
+                    "rl.select say (default: none, the last weights are saved)")
     rlp.set_defaults(func=cmd_rl)
 
     sg = sub.add_parser("sft-gold", help="the sft_gold baseline: more SFT of a policy on the gold solutions of the "
@@ -419,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--checkpoint-dir", help="where resumable checkpoints go (default: beside --out)")
     sg.add_argument("--match-labels", help="label metrics.json of the RL update to match: take its optimizer steps")
     sg.add_argument("--config", help="run config: rl.train, sample.draws, task.prompt_template (default: schema defaults)")
+    sg.add_argument("--validation", help="validation split Parquet: in-training validation as rl.validation and "
+                    "rl.select say (default: none, the last weights are saved)")
     sg.set_defaults(func=cmd_sft_gold)
 
     rf = sub.add_parser("rft", help="one round of iterated rejection-sampling fine-tuning: SFT of a policy on its "
@@ -429,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--lr", type=float, help="peak learning rate (default: compare.lr.rft, else rl.train.lr)")
     rf.add_argument("--checkpoint-dir", help="where resumable checkpoints go (default: beside --out)")
     rf.add_argument("--config", help="run config: rl, task.chat_template, label.batch_tokens (default: schema defaults)")
+    rf.add_argument("--validation", help="validation split Parquet: in-training validation as rl.validation and "
+                    "rl.select say (default: none, the last weights are saved)")
     rf.set_defaults(func=cmd_rft)
 
     for name, func, helptext in (

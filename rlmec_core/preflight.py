@@ -21,7 +21,9 @@ The checks (config keys in brackets, defaults in ``config/schema.yaml``):
   sampling fine-tuning in effect) and the token-level penalties carry no signal;
 - ``update_vs_start`` [warns]: the updated policy's validation accuracy below the starting policy's beyond
   noise (the difference of two binomial proportions over 1.96 standard errors), naming the learning rate
-  and the number of optimizer steps.
+  and the number of optimizer steps. From the RL stage's own log (:func:`update_check_from_log`: its
+  step-0 evaluation of the starting weights against its last evaluation, the weights the schedule ended
+  with, whichever weights ``rl.select`` kept), else from the evaluate stage's files.
 
 The GRM checks apply when the labels come from the GRM (``label.rewrites: grm``).
 """
@@ -140,9 +142,10 @@ def label_checks(metrics: Mapping[str, Any], *, min_wrong_samples: int, min_wron
 
 
 def update_check(start: Mapping[str, Any], updated: Mapping[str, Any], *, lr: float, steps: int | None,
-                 where: str = "eval/*/validation/metrics.json") -> Check:
+                 where: str = "eval/*/validation/metrics.json", kept: str | None = None) -> Check:
     """The updated policy's validation accuracy against the starting policy's: amber when it is lower by more
-    than 1.96 standard errors of the difference of two proportions, green otherwise."""
+    than 1.96 standard errors of the difference of two proportions, green otherwise. ``kept``: a sentence
+    part saying which weights the stage saved (the in-training validation's choice), added to the message."""
     p0, n0 = _number(start, "accuracy", where), _number(start, "total", where)
     p1, n1 = _number(updated, "accuracy", where), _number(updated, "total", where)
     se = math.sqrt(p0 * (1 - p0) / max(n0, 1) + p1 * (1 - p1) / max(n1, 1))
@@ -154,7 +157,30 @@ def update_check(start: Mapping[str, Any], updated: Mapping[str, Any], *, lr: fl
                  f"The update moved validation accuracy by {100 * diff:+.1f} pp"
                  + (f", below the starting policy beyond noise: the learning rate {lr:g} over {steps_text} "
                     "made the model worse; lower rl.train.lr or rl.train.epochs, or pick them on validation "
-                    "(compare.lr)." if below else " (within noise of the starting policy or above it)."))
+                    "(compare.lr)" if below else " (within noise of the starting policy or above it)")
+                 + (f"; {kept}." if kept else "."))
+
+
+def update_check_from_log(records: Sequence[Mapping[str, Any]], *, lr: float,
+                          where: str = "train_logs/rl.jsonl") -> Check | None:
+    """:func:`update_check` of a training log with in-training validation: its step-0 record (the starting
+    weights, ``rl.validation.at_start``) against its last record with ``val_accuracy`` (the weights the
+    schedule ended with). None when the log has no step-0 evaluation or nothing after it. The message says
+    which evaluated step had the best accuracy (the weights ``rl.select: best`` keeps)."""
+    evals = [r for r in records if isinstance(r.get("val_accuracy"), (int, float))]
+    start = next((r for r in evals if r.get("step") == 0), None)
+    if start is None or evals[-1] is start:
+        return None
+
+    def figures(r: Mapping[str, Any]) -> dict[str, Any]:
+        total = r.get("val_total")
+        return {"accuracy": r["val_accuracy"], "total": total if isinstance(total, (int, float)) else 1}
+
+    last = evals[-1]
+    best = max(reversed(evals), key=lambda r: r["val_accuracy"])  # the later one on a tie, as the loop keeps it
+    kept = (f"the best evaluation was step {best['step']}'s ({best['val_accuracy']:.1%}"
+            + (", the starting weights)" if best["step"] == 0 else ")"))
+    return update_check(figures(start), figures(last), lr=lr, steps=int(last["step"]), where=where, kept=kept)
 
 
 def enforce(checks: Sequence[Check]) -> None:
@@ -207,4 +233,4 @@ def _read(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = ["Check", "LABEL_THRESHOLDS", "PreflightError", "STATUSES", "enforce", "grm_checks", "label_checks",
-           "read_checks", "run_preflight", "update_check"]
+           "read_checks", "run_preflight", "update_check", "update_check_from_log"]

@@ -56,7 +56,7 @@ from rlmec_core.inspect import (
     solution_steps,
 )
 from rlmec_core.io import PathLike, atomic_path, iter_jsonl, read_json, read_parquet, write_text_atomic
-from rlmec_core.preflight import STATUSES, Check, read_checks, update_check
+from rlmec_core.preflight import STATUSES, Check, read_checks, update_check, update_check_from_log
 from rlmec_core.rewards import check_clip, step_reward_sums
 from rlmec_core.schemas import TOKEN_REWARDS
 
@@ -1227,8 +1227,9 @@ def build_report(
             the GRM's quality per round.
         rounds_chart: its chart (PNG), embedded in that section.
         checks: ``checks/preflight.json`` (``rlmec_core.preflight.run_preflight``), or None. With the update
-            check (RLMEC's validation accuracy against the starting policy's, when both were evaluated; ``rl_lr``
-            and the RL log's last step name the learning rate and steps) it makes the health panel at the top.
+            check (the RL log's step-0 validation accuracy against its last one when the log has them, else
+            RLMEC's validation accuracy against the starting policy's from the evaluate files; ``rl_lr`` and the
+            RL log's last step name the learning rate and steps) it makes the health panel at the top.
 
     Returns:
         ``{"html", "md", "figures", "accuracy", "verdict", "n_labelled", "examples"}``: the paths written,
@@ -1265,7 +1266,11 @@ def build_report(
         raise DataError(f"{rounds_chart}: file not found")
     r_chart = Path(rounds_chart).read_bytes() if rounds_chart is not None else None
     health = read_checks(checks) if checks is not None else []
-    if all("validation" in evals.get(p, {}) for p in ("sft", "rlmec")):
+    from_log = (update_check_from_log(logs["rl"], lr=rl_lr if rl_lr is not None else float("nan"),
+                                      where=str(train_logs["rl"])) if "rl" in logs else None)
+    if from_log is not None:  # the RL stage's own step-0 and last evaluations (rl.validation)
+        health.append(from_log)
+    elif all("validation" in evals.get(p, {}) for p in ("sft", "rlmec")):
         rl_steps = [r["step"] for r in logs.get("rl", []) if isinstance(r.get("step"), (int, float))]
         health.append(update_check(evals["sft"]["validation"], evals["rlmec"]["validation"],
                                    lr=rl_lr if rl_lr is not None else float("nan"),

@@ -170,7 +170,8 @@ def token_rewards_table(n: int, nan_row: int | None = None) -> pa.Table:
 def rl(labels: Path, policy: Path, out: Path):
     from rlmec_core.stages.rl import rl_update
 
-    return rl_update(labels, policy, out / "model", rl_cfg=validate_config({})["rl"], seed=0,
+    return rl_update(labels, policy, out / "model", rl_cfg=validate_config({"rl": {"validation": {"enabled": False}}})["rl"],
+                     seed=0,
                      checkpoint_dir=out / "ckpt", metrics_path=out / "rl.jsonl")
 
 

@@ -82,7 +82,8 @@ def _kwargs(stage: str, inputs: dict, out: Path, batch_size: int) -> dict:
     train = {**TRAIN, "batch_size": batch_size}
     common = {"seed": 0, "checkpoint_dir": str(out / "ckpt"), "metrics_path": str(out / "log.jsonl")}
     if stage == "rl":
-        rl = {**inputs["cfg"]["rl"], "train": {**inputs["cfg"]["rl"]["train"], **train}}
+        rl = {**inputs["cfg"]["rl"], "train": {**inputs["cfg"]["rl"]["train"], **train},
+              "validation": {"enabled": False}}  # the loop's validation is tested on its own
         return {"labels_path": str(inputs["labels"]), "policy_dir": str(inputs["policy"]), "out_dir": str(out / "model"),
                 "rl_cfg": rl, **common}
     grm = {**inputs["cfg"]["grm"], "train": {**inputs["cfg"]["grm"]["train"], **train}}

@@ -144,6 +144,35 @@ def test_grm_trains_from_the_policy_and_is_evaluated(trained):
     assert json.loads((d / "quality.json").read_text()) == m
 
 
+def test_grm_keeps_the_weights_of_the_lowest_held_out_loss(rewrites, demo_policy, tmp_path):
+    """grm.validation (on by default): the log has the held-out loss at every evaluation and at the end, and
+    the saved GRM is the evaluated one with the lowest: its held-out loss, measured again, is the card's best."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlmec_core.train.sft import SFTCollator, encode_sft_examples, heldout_nll
+
+    d = tmp_path
+    cfg = grm_cfg(train={"epochs": 6, "lr": 1e-2, "batch_size": 8, "checkpoint_every": 0, "log_every": 1},
+                  validation={"every_steps": 2})
+    build_grm_data(rewrites[0], d / "data.parquet", d / "stats.json", adapter_name="arith", grm_cfg=cfg, seed=0)
+    card = train_grm(d / "data.parquet", demo_policy, d / "model", grm_cfg=cfg, seed=0, checkpoint_dir=d / "ckpt",
+                     metrics_path=d / "train.jsonl")
+    records = [json.loads(line) for line in (d / "train.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "val_loss" in r]
+    assert len(evals) >= 3 and evals[-1]["step"] == card["steps"]
+    best = min(reversed(evals), key=lambda r: r["val_loss"])
+    assert card["best_step"] == card["saved_step"] == best["step"] and card["best_metric"] == best["val_loss"]
+    assert card["validation"]["metric"] == "val_loss" and card["validation"]["mode"] == "min"
+    held = [r for r in pq.read_table(d / "data.parquet").to_pylist() if r["split"] == "validation"]
+    tok = AutoTokenizer.from_pretrained(str(d / "model"))
+    examples, _ = encode_sft_examples(tok, [r["prompt"] for r in held], [r["target"] for r in held],
+                                      max_length=cfg["max_length"])
+    assert card["validation"]["held_out_examples"] == len(examples) > 0
+    model = AutoModelForCausalLM.from_pretrained(str(d / "model")).eval()
+    total, count = heldout_nll(model, examples, SFTCollator(tok.pad_token_id))
+    assert total / count == pytest.approx(card["best_metric"], rel=1e-5)
+
+
 def test_grm_quality_skips_and_counts_held_out_examples_longer_than_its_context(trained, tmp_path):
     """A held-out example that does not fit the GRM's context is skipped and counted, not scored as a miss:
     every other figure equals the evaluation without it."""

@@ -37,6 +37,40 @@ def test_grpo_trains_the_policy_on_the_draw(demo_policy, demo_task, tmp_path):
                     checkpoint_dir=tmp_path / "c2", metrics_path=tmp_path / "m2.jsonl")
 
 
+VALIDATION = {"validation": {"enabled": True, "every_steps": 2, "every_epochs": 0.5, "at_start": True, "limit": 30,
+                             "patience": None, "min_delta": 0.0, "max_new_tokens": 24, "batch_size": 64},
+              "select": "best"}
+
+
+def greedy_val_accuracy(model_dir, validation_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlmec_core.stages.data import load_problems
+    from rlmec_core.stages.evaluate import greedy_accuracy_fn
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    return greedy_accuracy_fn(tok, load_problems(validation_path)[:30], get_adapter("arith", None),
+                              max_new_tokens=24)(model)["val_accuracy"]
+
+
+def test_grpo_keeps_the_best_validation_checkpoint(demo_policy, demo_task, tmp_path):
+    """rl.validation applies to GRPO too: the start and every 2 steps are evaluated (in the log, after each
+    step's trainer record), and the saved policy is the best evaluated one (measured again: the same figure)."""
+    card = grpo_update(demo_task["train"], demo_policy, tmp_path / "grpo", adapter_name="arith", prompt_template=None,
+                       draw={"first": 0, "problems": 12}, sample_cfg=SAMPLE, grpo_cfg={**GRPO, "lr": 5e-3}, seed=0,
+                       checkpoint_dir=tmp_path / "ckpt", metrics_path=tmp_path / "grpo.jsonl",
+                       validation_cfg=VALIDATION, validation_path=demo_task["validation"])
+    records = [json.loads(line) for line in (tmp_path / "grpo.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "val_accuracy" in r]
+    assert [r["step"] for r in evals] == [0, 2, 4, 6] and card["steps"] == 6 and card["evaluations"] == 4
+    best = max(reversed(evals), key=lambda r: r["val_accuracy"])
+    assert card["best_step"] == card["saved_step"] == best["step"] and card["best_metric"] == best["val_accuracy"]
+    assert evals[0]["val_accuracy"] == greedy_val_accuracy(demo_policy, demo_task["validation"])
+    assert greedy_val_accuracy(tmp_path / "grpo", demo_task["validation"]) == best["val_accuracy"]
+    assert card["update_check"]["name"] == "update_vs_start" and not (tmp_path / "ckpt").exists()
+
+
 def test_last_complete_checkpoint_skips_and_removes_half_written_ones(tmp_path):
     from rlmec_core.stages.grpo import last_complete_checkpoint
 
@@ -66,7 +100,9 @@ def test_killed_grpo_resumes_from_its_last_checkpoint(demo_policy, demo_task, tm
     kwargs = {"problems_path": str(demo_task["train"]), "policy_dir": str(demo_policy), "out_dir": str(tmp_path / "out"),
               "adapter_name": "arith", "prompt_template": None, "draw": {"first": 0, "problems": 8},
               "sample_cfg": SAMPLE, "grpo_cfg": {**GRPO, "epochs": 6, "checkpoint_every": 2}, "seed": 0,
-              "checkpoint_dir": str(ckpt), "metrics_path": str(tmp_path / "grpo.jsonl")}
+              "checkpoint_dir": str(ckpt), "metrics_path": str(tmp_path / "grpo.jsonl"),
+              "validation_cfg": {**VALIDATION, "validation": {**VALIDATION["validation"], "every_steps": 3}},
+              "validation_path": str(demo_task["validation"])}
     call = tmp_path / "call.json"
     call.write_text(json.dumps({"stage": "grpo", "kwargs": kwargs, "result": str(tmp_path / "card.json")}))
     cmd = [sys.executable, "-m", "rlmec_core.launch", str(call)]
@@ -89,6 +125,13 @@ def test_killed_grpo_resumes_from_its_last_checkpoint(demo_policy, demo_task, tm
     assert "resuming GRPO from" in rerun.output
     card = json.loads((tmp_path / "card.json").read_text())
     assert card["resumed_from_step"] == step and card["steps"] == total
-    logged = [json.loads(line)["step"] for line in (tmp_path / "grpo.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "grpo.jsonl").read_text().splitlines()]
+    logged = [r["step"] for r in records if "val_accuracy" not in r]
     assert logged == list(range(1, total + 1))  # log_every 1: each step once, the ones before the kill kept
     assert (tmp_path / "out" / "model.safetensors").exists() and not ckpt.exists()
+    # the validation state survived the kill: every evaluation once, the best so far kept, the saved policy the best
+    evals = [r for r in records if "val_accuracy" in r]
+    assert [r["step"] for r in evals] == list(range(0, total + 1, 3))
+    best = max(reversed(evals), key=lambda r: r["val_accuracy"])
+    assert card["best_step"] == card["saved_step"] == best["step"] and card["evaluations"] == len(evals)
+    assert greedy_val_accuracy(tmp_path / "out", demo_task["validation"]) == best["val_accuracy"]

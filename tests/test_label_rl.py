@@ -33,6 +33,10 @@ ENGINE = EngineSettings(backend="hf")
 
 
 def cfg(section: str, **overrides):
+    """A validated config block; ``rl`` without in-training validation unless the test sets it (those tests
+    give the update no validation split)."""
+    if section == "rl":
+        overrides.setdefault("validation", {"enabled": False})
     return validate_config({section: overrides})[section]
 
 
@@ -281,6 +285,60 @@ def test_rl_update_trains_logs_and_saves(labelled, tmp_path):
     with torch.no_grad():
         kw = {"clip_eps": 0.3, "imitation_coef": 1.0, "ratio_form": "published"}
         assert rl_batch_loss(after, batch, **kw)[1]["loss_ir"] < rl_batch_loss(before, batch, **kw)[1]["loss_ir"]
+
+
+def saved_accuracy(model_dir, problems_path, **kw):
+    """Greedy validation accuracy of a saved policy, measured as the in-training validation measures it."""
+    from rlmec_core.stages.data import load_problems
+    from rlmec_core.stages.evaluate import greedy_accuracy_fn
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    fn = greedy_accuracy_fn(tok, load_problems(problems_path)[:40], get_adapter("arith", "Question: {question}\nAnswer:\n"),
+                            **kw)
+    return fn(model)["val_accuracy"]
+
+
+@pytest.mark.parametrize("select", ["best", "last"])
+def test_rl_update_keeps_the_best_validation_checkpoint(labelled, demo_task, tmp_path, select):
+    """rl.validation evaluates the starting policy (step 0) and every 2 steps; select best saves the evaluated
+    weights with the highest accuracy (measured again on the saved model: the same figure), select last the
+    final ones. The card carries the update check of the log. A learning rate far too high makes the
+    later evaluations worse than the start."""
+    val = {"every_steps": 2, "limit": 40, "max_new_tokens": 48, "batch_size": 64}
+    rl = cfg("rl", train={"epochs": 2, "lr": 3e-2, "batch_size": 8, "log_every": 1, "checkpoint_every": 0},
+             validation=val, select=select)
+    card = rl_update(labelled["labels"], labelled["policy"], tmp_path / "rlmec", rl_cfg=rl, seed=0,
+                     checkpoint_dir=tmp_path / "ckpt", metrics_path=tmp_path / "rl.jsonl",
+                     validation_path=demo_task["validation"], adapter_name="arith",
+                     prompt_template="Question: {question}\nAnswer:\n")
+    records = [json.loads(line) for line in (tmp_path / "rl.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "val_accuracy" in r]
+    assert [r["step"] for r in evals] == [*range(0, card["steps"], 2), card["steps"]] if card["steps"] % 2 else \
+        list(range(0, card["steps"] + 1, 2))
+    assert records[0]["step"] == 0 and "loss" not in records[0] and evals[0]["val_total"] == 40
+    best = max(reversed(evals), key=lambda r: r["val_accuracy"])
+    assert card["best_step"] == best["step"] and card["best_metric"] == best["val_accuracy"]
+    assert card["validation"]["select"] == select and card["validation"]["problems"] == 40
+    start = saved_accuracy(labelled["policy"], demo_task["validation"], max_new_tokens=48)
+    assert evals[0]["val_accuracy"] == start  # step 0 is the starting policy
+    saved = saved_accuracy(tmp_path / "rlmec", demo_task["validation"], max_new_tokens=48)
+    if select == "best":
+        assert card["saved_step"] == best["step"] and saved == best["val_accuracy"]
+    else:
+        assert card["saved_step"] == card["steps"] and saved == evals[-1]["val_accuracy"]
+    from rlmec_core.preflight import update_check_from_log
+
+    assert card["update_check"] == json.loads(json.dumps(
+        update_check_from_log(records, lr=3e-2, where=str(tmp_path / "rl.jsonl")).__dict__))
+
+
+def test_rl_validation_without_a_split_is_a_clear_error(labelled, tmp_path):
+    rl = cfg("rl", validation={"enabled": True})
+    with pytest.raises(DataError, match="rl.validation is enabled but the stage was given no validation split"):
+        rl_update(labelled["labels"], labelled["policy"], tmp_path / "x", rl_cfg=rl, seed=0,
+                  checkpoint_dir=tmp_path / "c", metrics_path=tmp_path / "m.jsonl")
+    assert not (tmp_path / "x").exists()
 
 
 def test_rl_bad_labels(labelled, tmp_path):

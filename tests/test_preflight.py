@@ -18,6 +18,7 @@ from rlmec_core.preflight import (
     read_checks,
     run_preflight,
     update_check,
+    update_check_from_log,
 )
 
 DEFAULTS = validate_config({})
@@ -95,6 +96,32 @@ def test_update_check_warns_beyond_noise_naming_the_learning_rate_and_steps():
     # just past 1.96 standard errors (p = 0.5, n = 500 each: SE = 3.16 pp)
     assert update_check({"accuracy": 0.5, "total": 500}, {"accuracy": 0.437, "total": 500}, lr=1e-5, steps=1).status == "amber"
     assert update_check({"accuracy": 0.5, "total": 500}, {"accuracy": 0.44, "total": 500}, lr=1e-5, steps=1).status == "green"
+
+
+def _log(*evals):
+    """A training log: a loss record at every step, the (step, accuracy) evaluations on 500 problems."""
+    records = [{"step": s, "loss": 1.0} for s in range(1, max(s for s, _ in evals) + 1)]
+    for step, acc in evals:
+        records.append({"step": step, "val_accuracy": acc, "val_total": 500.0})
+    return sorted(records, key=lambda r: (r["step"], "val_accuracy" in r))
+
+
+def test_update_check_from_the_rl_log_compares_its_start_and_last_evaluations():
+    """The issue's run: 71.9% at the start, worse at every evaluation: amber, naming the lr and the steps, and
+    saying that the best evaluation (the weights rl.select best keeps) was the starting one."""
+    check = update_check_from_log(_log((0, 0.719), (10, 0.52), (20, 0.31)), lr=2e-3)
+    assert check.status == "amber" and check.figure == "-40.9 pp (71.9% -> 31.0%)"
+    assert "the learning rate 0.002 over 20 optimizer steps" in check.message
+    assert "the best evaluation was step 0's (71.9%, the starting weights)" in check.message
+    # better in the middle, back to the start at the end: green (within noise), the middle step named as best
+    check = update_check_from_log(_log((0, 0.50), (10, 0.56), (20, 0.50)), lr=1e-5)
+    assert check.status == "green" and "step 10's (56.0%)" in check.message
+    # ties: the later evaluation is the kept one, as the training loop keeps it
+    assert "step 20's" in update_check_from_log(_log((0, 0.5), (10, 0.5), (20, 0.5)), lr=1e-5).message
+    # without a step-0 evaluation (rl.validation.at_start false) or with nothing after it: no check
+    assert update_check_from_log(_log((10, 0.5), (20, 0.3)), lr=1e-5) is None
+    assert update_check_from_log([{"step": 0, "val_accuracy": 0.5, "val_total": 500.0}], lr=1e-5) is None
+    assert update_check_from_log([{"step": 1, "loss": 1.0}], lr=1e-5) is None
 
 
 def test_malformed_inputs_name_the_file_and_key(tmp_path):

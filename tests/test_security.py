@@ -146,7 +146,7 @@ def test_loads_at_run_time_pass_the_configs_trust_remote_code(demo_policy, demo_
     from test_bad_inputs import token_rewards_table
 
     write_parquet(token_rewards_table(2), tmp_path / "labels.parquet", TOKEN_REWARDS)
-    cfg = validate_config({"rl": {"train": {"epochs": 1, "batch_size": 2}}})["rl"]
+    cfg = validate_config({"rl": {"train": {"epochs": 1, "batch_size": 2}, "validation": {"enabled": False}}})["rl"]
     rl_update(tmp_path / "labels.parquet", demo_policy, tmp_path / "rl", rl_cfg=cfg, seed=0,
               checkpoint_dir=tmp_path / "ckpt", metrics_path=tmp_path / "rl.jsonl", trust_remote_code=trust)
     names = {n for n, _, _ in seen}
@@ -231,7 +231,8 @@ def test_resuming_from_a_checkpoint_loads_with_weights_only(demo_policy, tmp_pat
 
     labels = tmp_path / "labels.parquet"
     write_parquet(token_rewards_table(8), labels, TOKEN_REWARDS)
-    cfg = validate_config({"rl": {"train": {"epochs": 1, "batch_size": 2, "checkpoint_every": 1}}})["rl"]
+    cfg = validate_config({"rl": {"train": {"epochs": 1, "batch_size": 2, "checkpoint_every": 1},
+                                  "validation": {"enabled": False}}})["rl"]
     kwargs = dict(rl_cfg=cfg, seed=0, checkpoint_dir=tmp_path / "ckpt", metrics_path=tmp_path / "rl.jsonl")
 
     def crash(*args, **kw):

@@ -270,6 +270,29 @@ def test_mode_min_keeps_the_lowest_metric(tmp_path):
     assert records[-1]["best_val_loss"] == 1.2 and records[-1]["best_step"] == 8
 
 
+def test_heldout_nll_equals_the_per_example_sum():
+    """The batched held-out NLL equals a naive twin: each example alone, -log softmax summed over its targets."""
+    from rlmec_core.train.sft import heldout_loss_fn, heldout_nll
+
+    model = tiny_model().eval()
+    examples = dataset(13)
+    total, count = heldout_nll(model, examples, SFTCollator(0), batch_size=4)
+    naive_total, naive_count = 0.0, 0
+    with torch.no_grad():
+        for e in examples:
+            logp = torch.log_softmax(model(input_ids=torch.tensor([e.input_ids])).logits[0].double(), -1)
+            for t in range(1, len(e.input_ids)):
+                if e.labels[t] != -100:
+                    naive_total -= float(logp[t - 1, e.labels[t]])
+                    naive_count += 1
+    assert count == naive_count and total == pytest.approx(naive_total, rel=1e-5)
+    figures = heldout_loss_fn(examples, 0, batch_size=5)(model)
+    assert figures["val_loss"] == pytest.approx(naive_total / naive_count, rel=1e-5)
+    assert figures["val_tokens"] == naive_count
+    with pytest.raises(ValueError, match="at least one example"):
+        heldout_nll(model, [], SFTCollator(0))
+
+
 def test_validation_settings_refuse_bad_values():
     from rlmec_core.train.loop import ValidationSettings
 

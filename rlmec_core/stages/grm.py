@@ -17,7 +17,7 @@ import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,12 @@ from rlmec_core.sampling import (
 from rlmec_core.schemas import GRM_DATA, REWRITES, SAMPLES
 from rlmec_core.scoring import score_model
 from rlmec_core.stages.data import load_problems
-from rlmec_core.stages.policy import train_settings, train_with_published_log, write_model_dir
+from rlmec_core.stages.policy import train_settings, train_with_published_log, validation_settings, write_model_dir
 from rlmec_core.stages.teacher import Item, distinct_predictions, measure_edits, rewrite_row
 from rlmec_core.tasks import TaskAdapter, get_adapter
 from rlmec_core.teacher.protocol import parse_continuation, parse_error_step
 from rlmec_core.train.loop import TrainResult
-from rlmec_core.train.sft import SFTCollator, encode_sft_examples, sft_loss
+from rlmec_core.train.sft import SFTCollator, encode_sft_examples, heldout_loss_fn, sft_loss
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +92,18 @@ def _apply_lora(model: torch.nn.Module, lora: Mapping[str, Any]) -> torch.nn.Mod
 def train_grm(data_path: str | Path, init_model: str | Path, out_dir: str | Path, *, grm_cfg: Mapping[str, Any],
               seed: int, checkpoint_dir: str | Path, metrics_path: str | Path,
               trust_remote_code: bool = False) -> dict[str, Any]:
-    """SFT of the GRM on the ``train`` part of ``data_path``; writes an HF model directory."""
+    """SFT of the GRM on the ``train`` part of ``data_path``; writes an HF model directory.
+
+    With ``grm_cfg["validation"]`` enabled, the loss on the held-out part (``split == "validation"``, both
+    tasks) is measured every few optimizer steps and at the end (``val_loss`` in the log) and the saved GRM
+    is the one with the lowest held-out loss (``select: best``) or the last (``select: last``).
+    """
     from transformers import AutoModelForCausalLM
 
     table = read_parquet(data_path, GRM_DATA)
-    rows = [r for r in table.select(["split", "prompt", "target"]).to_pylist() if r["split"] == "train"]
+    all_rows = table.select(["split", "prompt", "target"]).to_pylist()
+    rows = [r for r in all_rows if r["split"] == "train"]
+    held_out = [r for r in all_rows if r["split"] == "validation"]
     if not rows:
         raise DataError(f"{data_path}: no training examples ({table.num_rows} rows, all held out)")
     tokenizer = load_tokenizer(init_model, trust_remote_code=trust_remote_code)
@@ -123,6 +130,8 @@ def train_grm(data_path: str | Path, init_model: str | Path, out_dir: str | Path
                             "skipped_too_long": report.skipped_too_long, "train": asdict(settings),
                             "lora": dict(lora) if lora.get("enabled") else None,
                             "prompts": asdict(GRMPrompts.from_config(grm_cfg.get("prompts")))}
+    validation, evaluate_fn = _heldout_validation(grm_cfg.get("validation"), held_out, tokenizer, max_length,
+                                                  data_path, card)
 
     def save(unwrapped: torch.nn.Module, state_dict: dict[str, torch.Tensor], result: TrainResult) -> None:
         card.update(asdict(result))
@@ -135,10 +144,35 @@ def train_grm(data_path: str | Path, init_model: str | Path, out_dir: str | Path
     loss_fn = functools.partial(sft_loss, normalization=settings.loss_normalization)
     result = train_with_published_log(model, examples, SFTCollator(tokenizer.pad_token_id), loss_fn, settings,
                                       checkpoint_dir=checkpoint_dir, metrics_path=metrics_path, description="grm-sft",
-                                      save_fn=save)
+                                      save_fn=save, validation=validation, evaluate_fn=evaluate_fn)
+    if validation is not None:
+        log.info("saved the GRM of step %s (%s): held-out loss %.4f, the lowest of %d evaluations",
+                 result.saved_step, validation.select, result.best_metric, result.evaluations)
     log.info("GRM saved to %s: %d steps, %.0f s, %.0f tokens/s", out_dir, result.steps, result.wall_seconds,
              result.tokens_seen / max(result.wall_seconds, 1e-9))  # (the card is filled on the main process only)
     return card
+
+
+def _heldout_validation(val_cfg: Mapping[str, Any] | None, held_out: Sequence[Mapping[str, Any]], tokenizer,
+                        max_length: int, data_path: str | Path, card: dict[str, Any]):
+    """``(ValidationSettings, evaluate_fn)`` of config ``grm.validation`` (the held-out loss, minimised), or
+    ``(None, None)`` when it is disabled or there is no held-out part (``grm.validation_fraction: 0``)."""
+    settings = validation_settings(val_cfg)
+    if settings is None:
+        return None, None
+    examples, report = encode_sft_examples(tokenizer, [r["prompt"] for r in held_out], [r["target"] for r in held_out],
+                                           max_length=max_length)
+    if not examples:
+        log.warning("grm.validation is enabled but %s has no held-out example that fits grm.max_length: the GRM "
+                    "is trained without it and the last weights are kept", data_path)
+        return None, None
+    settings = replace(settings, metric="val_loss", mode="min")
+    card["validation"] = {**asdict(settings), "held_out_examples": len(examples),
+                          "skipped_too_long": report.skipped_too_long}
+    log.info("validation: held-out loss on %d examples of %s every %s; keep the %s weights", len(examples), data_path,
+             f"{settings.every_steps} steps" if settings.every_steps else f"{settings.every_epochs:g} epochs",
+             settings.select)
+    return settings, heldout_loss_fn(examples, tokenizer.pad_token_id, batch_size=val_cfg.get("batch_size", 32))
 
 
 # -- the two-step protocol with the GRM (stage 4) -------------------------------------------------------

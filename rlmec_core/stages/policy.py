@@ -84,7 +84,7 @@ def validation_settings(cfg: Mapping[str, Any] | None) -> ValidationSettings | N
     """``ValidationSettings`` from a config ``validation`` block (None when it is absent or disabled)."""
     if not cfg or not cfg.get("enabled", True):
         return None
-    keys = ("every_epochs", "patience", "min_delta", "select")
+    keys = ("every_epochs", "every_steps", "at_start", "patience", "min_delta", "select")
     return ValidationSettings(**{k: cfg[k] for k in keys if k in cfg})
 
 

@@ -29,10 +29,11 @@ from rlmec_core.prompting import encode_prompts
 from rlmec_core.sampling import check_model_weights, load_tokenizer
 from rlmec_core.schemas import SAMPLES, TOKEN_REWARDS
 from rlmec_core.stages.data import draw_problems, load_problems
-from rlmec_core.stages.policy import MODEL_CARD, train_settings, train_with_published_log, write_model_dir
+from rlmec_core.stages.policy import (MODEL_CARD, train_settings, train_with_published_log, validation_settings,
+                                     write_model_dir)
 from rlmec_core.tasks import Problem, TaskAdapter, get_adapter
 from rlmec_core.train.dpo import DPOCollator, dpo_batch_loss, pairs_from_samples, with_reference
-from rlmec_core.train.loop import TrainResult
+from rlmec_core.train.loop import EvaluateFn, TrainResult, ValidationSettings
 from rlmec_core.train.rl import RLCollator, RLExample, count_rl_tokens, rl_batch_loss
 from rlmec_core.train.sft import SFTCollator, encode_sft_examples, sft_loss
 
@@ -90,6 +91,9 @@ def rl_update(
     dpo_beta: float = 0.1,
     samples_path: str | Path | None = None,
     chat_template: bool = False,
+    validation_path: str | Path | None = None,
+    adapter_name: str | None = None,
+    prompt_template: str | None = None,
 ) -> dict[str, Any]:
     """Train ``policy_dir`` on ``labels_path`` with ``rlmec_loss``; write the updated policy to ``out_dir``.
 
@@ -97,6 +101,12 @@ def rl_update(
     (same samples, same loss machinery); ``rlmec`` uses them as they are. ``dpo`` pairs the correct and
     wrong samples of ``samples_path`` (the draw the labels were made from) instead, their prompts encoded as
     the sampler encoded them (``chat_template``: config ``task.chat_template``).
+
+    In-training validation (``rl_cfg["validation"]``, ``rl_cfg["select"]``; :func:`policy_validation`): greedy
+    accuracy on the problems of ``validation_path`` (prompts of the task adapter ``adapter_name`` with
+    ``prompt_template``) of the starting weights and every few optimizer steps; the saved policy is the best
+    evaluated one with ``select: best``. The log's first and last evaluations give the update check
+    (``rlmec_core.preflight.update_check_from_log``), logged as a warning when the update made the policy worse.
     """
     rl_loss = rl_objective(rl_cfg)
     examples, correct = load_labelled(labels_path)
@@ -136,9 +146,42 @@ def rl_update(
         loss_fn = rl_loss
     log.info("RLMEC update of %s on %d samples (%s ratio, eps %.2f, lambda %.2f): %s", policy_dir, len(examples),
              rl_cfg["ratio_form"], rl_cfg["clip_eps"], rl_cfg["imitation_coef"], settings)
+    validation = policy_validation(rl_cfg, tokenizer, validation_path, adapter_name=adapter_name,
+                                   prompt_template=prompt_template, chat_template=chat_template, card=card)
     return _train_and_save(model, dataset, collate, loss_fn, settings, card=card, tokenizer=tokenizer, out_dir=out_dir,
                            checkpoint_dir=checkpoint_dir, metrics_path=metrics_path, count_tokens=count_rl_tokens,
-                           description=method)
+                           description=method, validation=validation)
+
+
+def policy_validation(rl_cfg: Mapping[str, Any], tokenizer, validation_path: str | Path | None, *,
+                      adapter_name: str | None, prompt_template: str | None, chat_template: bool,
+                      card: dict[str, Any] | None = None) -> tuple[ValidationSettings, EvaluateFn] | None:
+    """The in-training validation of a policy update, from config ``rl.validation`` and ``rl.select``.
+
+    Returns ``(settings, evaluate_fn)`` for ``rlmec_core.train.loop.train`` (greedy accuracy on the first
+    ``limit`` problems of ``validation_path``, ``rlmec_core.stages.evaluate.greedy_accuracy_fn``), or None
+    when ``rl.validation`` is absent or disabled. ``card``: the model card, which records the settings.
+    Raises ``DataError`` when validation is enabled without a validation split or task adapter.
+    """
+    val_cfg = rl_cfg.get("validation")
+    settings = validation_settings({**val_cfg, "select": rl_cfg.get("select", "best")} if val_cfg else None)
+    if settings is None:
+        return None
+    if validation_path is None or adapter_name is None:
+        raise DataError("rl.validation is enabled but the stage was given no validation split or task adapter "
+                        "(set rl.validation.enabled: false to train without it)")
+    from rlmec_core.stages.evaluate import greedy_accuracy_fn
+
+    problems = load_problems(validation_path)[: val_cfg.get("limit")]
+    adapter = get_adapter(adapter_name, prompt_template, chat_template)
+    evaluate_fn = greedy_accuracy_fn(tokenizer, problems, adapter, max_new_tokens=val_cfg["max_new_tokens"],
+                                     batch_size=val_cfg["batch_size"])
+    every = f"{settings.every_steps} steps" if settings.every_steps else f"{settings.every_epochs:g} epochs"
+    log.info("validation: %d problems of %s every %s%s and at the end; keep the %s weights", len(problems),
+             validation_path, every, " (and the starting weights)" if settings.at_start else "", settings.select)
+    if card is not None:
+        card["validation"] = {**asdict(settings), "data": str(validation_path), "problems": len(problems)}
+    return settings, evaluate_fn
 
 
 def correct_sample_rows(samples_path: str | Path) -> list[dict[str, Any]]:
@@ -203,6 +246,9 @@ def rft_update(
     trust_remote_code: bool = False,
     chat_template: bool = False,
     batch_tokens: int = 16384,
+    validation_path: str | Path | None = None,
+    adapter_name: str | None = None,
+    prompt_template: str | None = None,
 ) -> dict[str, Any]:
     """One round of iterated rejection-sampling fine-tuning (expert iteration) straight from a draw.
 
@@ -213,6 +259,7 @@ def rft_update(
     pass of ``policy_dir`` (as the label stage computes them), trained with ``rl_cfg`` like ``rl_update``.
     The examples equal those ``rl_update(method="rft")`` builds from the label stage's table of the same
     draw; this path needs no GRM, so every round of the baseline costs sampling and training only.
+    In-training validation as in ``rl_update``.
     """
     rl_loss = rl_objective(rl_cfg)
     rows = correct_sample_rows(samples_path)
@@ -227,9 +274,12 @@ def rft_update(
     card = _card(policy_dir, "rft", len(examples), settings, samples=str(samples_path),
                  **{k: rl_cfg[k] for k in ("clip_eps", "imitation_coef", "ratio_form")})
     log.info("rft round from %s: %d correct samples of %s: %s", policy_dir, len(examples), samples_path, settings)
+    validation = policy_validation(rl_cfg, tokenizer, validation_path, adapter_name=adapter_name,
+                                   prompt_template=prompt_template, chat_template=chat_template, card=card)
     return _train_and_save(model, examples, RLCollator(tokenizer.pad_token_id), rl_loss, settings, card=card,
                            tokenizer=tokenizer, out_dir=out_dir, checkpoint_dir=checkpoint_dir,
-                           metrics_path=metrics_path, count_tokens=count_rl_tokens, description="rft")
+                           metrics_path=metrics_path, count_tokens=count_rl_tokens, description="rft",
+                           validation=validation)
 
 
 def sft_gold_update(
@@ -247,6 +297,8 @@ def sft_gold_update(
     trust_remote_code: bool = False,
     chat_template: bool = False,
     match_labels: str | Path | None = None,
+    validation_cfg: Mapping[str, Any] | None = None,
+    validation_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """The ``sft_gold`` baseline: continue SFT of ``policy_dir`` on the reference solutions of the problems
     ``draw["first"] .. draw["first"] + draw["problems"]`` of ``problems_path`` (the RL draw's problems), with
@@ -256,6 +308,9 @@ def sft_gold_update(
     ``match_labels``: the label stage's ``metrics.json`` of the RL update this run is compared with; the run
     then takes exactly that update's optimizer steps (``train.epochs`` over its ``labelled`` samples, the gold
     solutions cycled), so both spend the same optimizer budget.
+
+    ``validation_cfg``: ``{"validation": rl.validation, "select": rl.select}``, the in-training validation of
+    ``rl_update`` on ``validation_path`` (None: none).
 
     A gain of RLMEC that this also gives is "more supervised training on gold data", not the method's.
     """
@@ -283,10 +338,13 @@ def sft_gold_update(
                  matched_labels=None if match_labels is None else str(match_labels))
     log.info("sft_gold: SFT of %s on the gold solutions of %d problems (%s rows %d..%d): %s", policy_dir,
              len(examples), problems_path, first, first + len(problems) - 1, settings)
+    validation = policy_validation(validation_cfg or {}, tokenizer, validation_path, adapter_name=adapter_name,
+                                   prompt_template=prompt_template, chat_template=chat_template, card=card)
     return _train_and_save(model, examples, SFTCollator(tokenizer.pad_token_id),
                            functools.partial(sft_loss, normalization=settings.loss_normalization), settings, card=card,
                            tokenizer=tokenizer, out_dir=out_dir, checkpoint_dir=checkpoint_dir,
-                           metrics_path=metrics_path, count_tokens=None, description="sft_gold")
+                           metrics_path=metrics_path, count_tokens=None, description="sft_gold",
+                           validation=validation)
 
 
 def gold_sft_examples(problems: Sequence[Problem], adapter: TaskAdapter, tokenizer, *, max_length: int):
@@ -319,14 +377,30 @@ def _card(policy_dir: str | Path, method: str, n_examples: int, settings, **extr
 
 
 def _train_and_save(model, dataset, collate, loss_fn, settings, *, card: dict[str, Any], tokenizer, out_dir, checkpoint_dir,
-                    metrics_path, count_tokens, description: str) -> dict[str, Any]:
+                    metrics_path, count_tokens, description: str,
+                    validation: tuple[ValidationSettings, EvaluateFn] | None = None) -> dict[str, Any]:
+    from rlmec_core.io import iter_jsonl
+    from rlmec_core.preflight import update_check_from_log
+
     def save(unwrapped: torch.nn.Module, state_dict: dict[str, torch.Tensor], result: TrainResult) -> None:
         card.update(asdict(result))
+        if validation is not None:  # the update check of this run's own log (the live log, published just before)
+            records = [r for _, r in iter_jsonl(metrics_path)]
+            check = update_check_from_log(records, lr=settings.lr, where=str(metrics_path))
+            card["update_check"] = None if check is None else asdict(check)
         write_model_dir(out_dir, unwrapped, tokenizer, card, state_dict)
 
     # the log lives beside the checkpoints until the end: Snakemake deletes a killed job's declared outputs
+    settings_v, evaluate_fn = validation if validation is not None else (None, None)
     result = train_with_published_log(model, dataset, collate, loss_fn, settings, checkpoint_dir=checkpoint_dir,
                                       metrics_path=metrics_path, count_tokens=count_tokens, description=description,
-                                      save_fn=save)
+                                      save_fn=save, validation=settings_v, evaluate_fn=evaluate_fn)
     log.info("%s policy saved to %s: %d steps, %.0f s", description, out_dir, result.steps, result.wall_seconds)
+    if validation is not None:
+        log.info("saved the weights of step %s (%s): validation accuracy %.4f, the best of %d evaluations%s",
+                 result.saved_step, settings_v.select, result.best_metric, result.evaluations,
+                 ", stopped early" if result.stopped_early else "")
+        check = card.get("update_check")
+        if check is not None and check["status"] != "green":
+            log.warning("%s", check["message"])
     return card

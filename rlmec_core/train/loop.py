@@ -123,7 +123,7 @@ class TrainResult:
 
 
 @dataclass
-class _BestSoFar:
+class BestSoFar:
     """What the loop remembers of its evaluations (saved in every checkpoint's trainer_state.json).
 
     The kept weights are those of the highest value, the later evaluation on a tie (on a flat stretch the
@@ -152,11 +152,11 @@ class _BestSoFar:
         return False
 
 
-def _best_dir(checkpoint_dir: Path, step: int) -> Path:
+def best_weights_dir(checkpoint_dir: Path, step: int) -> Path:
     return checkpoint_dir / f"best-step-{step}"
 
 
-def _save_best(checkpoint_dir: Path, step: int, state_dict: dict[str, torch.Tensor]) -> None:
+def save_best_weights(checkpoint_dir: Path, step: int, state_dict: dict[str, torch.Tensor]) -> None:
     """Write the best weights atomically (safetensors; tied tensors are stored as separate copies)."""
     from safetensors.torch import save_file
 
@@ -164,15 +164,15 @@ def _save_best(checkpoint_dir: Path, step: int, state_dict: dict[str, torch.Tens
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in state_dict.items()}, str(tmp / "model.safetensors"))
-    final = _best_dir(checkpoint_dir, step)
+    final = best_weights_dir(checkpoint_dir, step)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
 
 
-def _prune_best(checkpoint_dir: Path, keep_step: int | None) -> None:
+def prune_best_weights(checkpoint_dir: Path, keep_step: int | None) -> None:
     """Remove every best-weights directory but ``keep_step``'s (stale ones of a run killed before its checkpoint)."""
     for d in checkpoint_dir.glob("best-step-*"):
-        if keep_step is None or d.name != _best_dir(checkpoint_dir, keep_step).name:
+        if keep_step is None or d.name != best_weights_dir(checkpoint_dir, keep_step).name:
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -331,8 +331,8 @@ def train(
     elif validation is not None:  # optimizer steps between evaluations (one full epoch has this many steps)
         eval_every = max(1, round(validation.every_epochs * count_optimizer_steps(batches_per_epoch, batches_per_epoch,
                                                                                    settings.grad_accum)))
-    sign = -1.0 if validation is not None and validation.mode == "min" else 1.0  # _BestSoFar maximises
-    best = _BestSoFar()
+    sign = -1.0 if validation is not None and validation.mode == "min" else 1.0  # BestSoFar maximises
+    best = BestSoFar()
 
     step, micro_done, examples_seen, tokens_seen, elapsed_before = 0, 0, 0, 0, 0.0
     resumed_from = 0
@@ -351,12 +351,12 @@ def train(
         elapsed_before = state.get("wall_seconds", 0.0)
         resumed_from = step
         if validation is not None:
-            best = _BestSoFar(**state.get("validation", {}))
-            if best.best_step is not None and not (_best_dir(checkpoint_dir, best.best_step) / "model.safetensors").exists():
+            best = BestSoFar(**state.get("validation", {}))
+            if best.best_step is not None and not (best_weights_dir(checkpoint_dir, best.best_step) / "model.safetensors").exists():
                 raise RuntimeError(f"{latest}: the best weights of step {best.best_step} are missing from "
                                    f"{checkpoint_dir}; delete {checkpoint_dir} to start over")
     if validation is not None and accelerator.is_main_process:  # best weights newer than the checkpoint are stale
-        _prune_best(checkpoint_dir, best.best_step)
+        prune_best_weights(checkpoint_dir, best.best_step)
         accelerator.print(f"[{description}] resuming from {latest} (step {step}/{total_steps})")
 
     metrics_file = None
@@ -399,7 +399,7 @@ def train(
             for p in old[: -settings.keep_checkpoints]:
                 shutil.rmtree(p, ignore_errors=True)
             if validation is not None:  # the checkpoint names the best step: older best weights can go
-                _prune_best(checkpoint_dir, best.best_step)
+                prune_best_weights(checkpoint_dir, best.best_step)
         accelerator.wait_for_everyone()
 
     def run_validation() -> dict[str, float]:
@@ -417,7 +417,7 @@ def train(
         if improved and validation.select == "best":
             state_dict = accelerator.get_state_dict(model)
             if accelerator.is_main_process:
-                _save_best(checkpoint_dir, step, state_dict)
+                save_best_weights(checkpoint_dir, step, state_dict)
             accelerator.wait_for_everyone()
         if validation.patience is not None and best.evals_without_improvement >= validation.patience:
             best.stopped = True
@@ -534,7 +534,7 @@ def train(
         if use_best:  # read by the process that saves (the others pass nothing)
             from safetensors.torch import load_file
 
-            best_file = _best_dir(checkpoint_dir, best.best_step) / "model.safetensors"
+            best_file = best_weights_dir(checkpoint_dir, best.best_step) / "model.safetensors"
             state_dict = load_file(str(best_file)) if accelerator.is_main_process else {}
         else:
             state_dict = accelerator.get_state_dict(model)

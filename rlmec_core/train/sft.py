@@ -109,3 +109,42 @@ def sft_loss(
         acc = float(((shift_logits.argmax(-1) == shift_labels) & mask).sum()) / n
     return loss, {"target_tokens": float(n), "token_acc": acc}
 
+
+
+def heldout_nll(model: torch.nn.Module, examples: Sequence[EncodedExample], collate: SFTCollator, *,
+                batch_size: int = 32) -> tuple[float, int]:
+    """``(sum of -log p(target token), number of target tokens)`` of ``model`` over held-out ``examples``.
+
+    Batches of ``batch_size`` examples are right-padded by ``collate`` (``input_ids``, ``attention_mask``,
+    ``labels`` [B, T]); position t's logits [B, T, V] predict token t+1 and only target positions (``labels !=
+    IGNORE_INDEX``) count. Padding and batching do not change the figures (each example attends to its own
+    tokens only). Runs under ``torch.no_grad`` on the model's device; the model's mode is left as it is.
+    """
+    if not examples:
+        raise ValueError("held-out NLL needs at least one example")
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            batch = {k: v.to(device) for k, v in collate(list(examples[i:i + batch_size])).items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            labels = batch["labels"][:, 1:]
+            nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
+                                  reduction="sum")
+            total += float(nll)
+            count += int((labels != IGNORE_INDEX).sum())
+    return total, count
+
+
+def heldout_loss_fn(examples: Sequence[EncodedExample], pad_token_id: int, *, batch_size: int = 32,
+                    prefix: str = "val"):
+    """An ``evaluate_fn`` for the training loop: the token-mean held-out loss of :func:`heldout_nll`, as
+    ``{f"{prefix}_loss", f"{prefix}_tokens"}`` (minimise ``f"{prefix}_loss"``: ``ValidationSettings(mode="min")``)."""
+    collate = SFTCollator(pad_token_id)
+    examples = list(examples)
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        total, count = heldout_nll(model, examples, collate, batch_size=batch_size)
+        return {f"{prefix}_loss": total / max(count, 1), f"{prefix}_tokens": float(count)}
+
+    return evaluate

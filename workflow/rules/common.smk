@@ -101,6 +101,12 @@ def lr_tag(lr):
 LR_PATTERN = r"[0-9][0-9.e+-]*"
 
 
+# The in-training validation of every policy update (rl.validation, rl.select): the rules that train a policy pass
+# it on, with the validation split as an input.
+VALIDATION_SPLIT = f"{DATA}/validation.parquet"
+RL_VALIDATION = {"validation": config["rl"]["validation"], "select": config["rl"]["select"]}
+
+
 def rl_with_lr(lr):
     """The rl config with the peak learning rate of one run (a compared method's or the sweep's)."""
     return canonical({**config["rl"], "train": {**config["rl"]["train"], "lr": float(lr)}})

@@ -19,6 +19,10 @@ rule method_rl:
         labels=lambda wc: METHOD_LABELS.get(wc.method, f"{RESULTS}/label/token_rewards.parquet"),
         samples=f"{RESULTS}/samples/sft/{GRM['rewrite_draw']}.parquet",  # the draw the labels come from (DPO's pairs)
         policy=policy_requirement("sft"),
+        validation=VALIDATION_SPLIT,
+        # the labels' pre-flight checks (those of the teacher-made labels of rlmec_teacher_rewrites too: the GRM
+        # and the default labels are the run's, and a run whose checks fail compares nothing)
+        checks=f"{RESULTS}/checks/preflight.json",
     output:
         model=directory(f"{RESULTS}/policy/{{method}}_lr{{lr}}_s{{seed}}"),
         metrics=f"{RESULTS}/train_logs/{{method}}_lr{{lr}}_s{{seed}}.jsonl",
@@ -29,6 +33,8 @@ rule method_rl:
         instance_rewards=COMPARE["instance_rewards"],
         dpo_beta=COMPARE["dpo_beta"],
         chat_template=TASK["chat_template"],  # DPO encodes the samples' prompts itself
+        adapter=TASK["adapter"],
+        prompt_template=lambda wildcards: TASK["prompt_template"],
         seed=lambda wc: int(wc.seed),
         trust_remote_code=config["engine"]["trust_remote_code"],
         checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/{wc.method}_lr{wc.lr}_s{wc.seed}",
@@ -53,6 +59,7 @@ rule method_grpo:
     input:
         data=f"{DATA}/{SAMPLE['split']}.parquet",
         policy=policy_requirement("sft"),
+        validation=VALIDATION_SPLIT,
     output:
         model=directory(f"{RESULTS}/policy/grpo_lr{{lr}}_s{{seed}}"),
         metrics=f"{RESULTS}/train_logs/grpo_lr{{lr}}_s{{seed}}.jsonl",
@@ -64,6 +71,7 @@ rule method_grpo:
         draw=canonical(SAMPLE["draws"]["rl"]),
         sample=canonical({k: v for k, v in SAMPLE.items() if k not in ("split", "draws")}),
         grpo=lambda wc: canonical({**COMPARE["grpo"], "lr": float(wc.lr)}),
+        validation=canonical(RL_VALIDATION),
         seed=lambda wc: int(wc.seed),
         trust_remote_code=config["engine"]["trust_remote_code"],
         checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/grpo_lr{wc.lr}_s{wc.seed}",

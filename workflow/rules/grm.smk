@@ -31,7 +31,7 @@ rule grm_train:
         model=directory(f"{RESULTS}/grm/model"),
         metrics=f"{RESULTS}/train_logs/grm.jsonl",
     params:
-        grm=canonical({k: GRM[k] for k in ("prompts", "max_length", "train", "lora")}),
+        grm=canonical({k: GRM[k] for k in ("prompts", "max_length", "train", "lora", "validation")}),
         init=lambda wc: GRM["model"] or policy_dir("sft"),  # grm.model, or the starting policy (the paper)
         seed=config["seed"],
         trust_remote_code=config["engine"]["trust_remote_code"],

@@ -1,24 +1,46 @@
 RL = config["rl"]
 
 
-# Before it trains, the RL stage runs the pre-flight checks (rlmec_core.preflight) on the labels and, when the GRM
-# made them, on the GRM's held-out quality: a red stopping check fails the job with the figures and the config
-# keys to change. The thresholds are read from the config, not params: changing one does not retrain a finished
-# update (a stopped one reruns anyway).
-rule rl:
+# The pre-flight checks (rlmec_core.preflight) between the label stage and every update that trains on its labels:
+# the labels and, when the GRM made them, the GRM's held-out quality. A red stopping check fails the job with the
+# figures and the config keys to change (its file is then removed with the failed job), so nothing trains on the
+# labels. The thresholds are read from the config, not params: changing one does not redo a finished run (a
+# stopped one reruns anyway).
+rule preflight:
     input:
-        labels=f"{RESULTS}/label/token_rewards.parquet",
         label_metrics=f"{RESULTS}/label/metrics.json",
-        policy=policy_requirement("sft"),
         # the GRM's quality, when the GRM made the labels (the teacher-rewrite ablation has none to check)
         **({"grm_quality": f"{RESULTS}/grm/quality.json"} if LABEL["rewrites"] == "grm" else {}),
     output:
+        f"{RESULTS}/checks/preflight.json",
+    log:
+        f"{LOGS}/preflight.log",
+    benchmark:
+        f"{BENCH}/preflight.tsv"
+    resources:
+        **group_resources("cpu"),
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/preflight.py"
+
+
+# The RLMEC update, from the starting policy, with in-training validation (rl.validation, rl.select).
+rule rl:
+    input:
+        labels=f"{RESULTS}/label/token_rewards.parquet",
+        checks=f"{RESULTS}/checks/preflight.json",  # passed: the labels are worth training on
+        policy=policy_requirement("sft"),
+        validation=VALIDATION_SPLIT,  # rl.validation
+    output:
         model=directory(f"{RESULTS}/policy/rlmec"),
         metrics=f"{RESULTS}/train_logs/rl.jsonl",
-        checks=f"{RESULTS}/checks/preflight.json",
     params:
         policy=lambda wc: policy_dir("sft"),
         rl=canonical(RL),
+        adapter=TASK["adapter"],
+        chat_template=TASK["chat_template"],
+        prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
         seed=config["seed"],
         trust_remote_code=config["engine"]["trust_remote_code"],
         checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/rl",
@@ -46,6 +68,7 @@ rule sft_gold:
         data=f"{DATA}/{SAMPLE['split']}.parquet",
         policy=policy_requirement("sft"),
         match_labels=f"{RESULTS}/label/metrics.json",  # as many optimizer steps as the RL update on these labels
+        validation=VALIDATION_SPLIT,
     output:
         model=directory(f"{RESULTS}/policy/sft_gold"),
         metrics=f"{RESULTS}/train_logs/sft_gold.jsonl",
@@ -56,6 +79,7 @@ rule sft_gold:
         chat_template=TASK["chat_template"],
         prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
         train=lambda wc: rl_with_lr(sft_gold_run(wc)[0])["train"],
+        validation=canonical(RL_VALIDATION),
         seed=lambda wc: sft_gold_run(wc)[1],
         trust_remote_code=config["engine"]["trust_remote_code"],
         checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/{sft_gold_run(wc)[2]}",

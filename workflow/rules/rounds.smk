@@ -91,7 +91,7 @@ use rule grm_train as round_grm_train with:
         model=directory(f"{RESULTS}/round{{r}}/grm/{{name}}/model"),
         metrics=f"{RESULTS}/round{{r}}/train_logs/grm_{{name}}.jsonl",
     params:
-        grm=canonical({k: GRM[k] for k in ("prompts", "max_length", "train", "lora")}),
+        grm=canonical({k: GRM[k] for k in ("prompts", "max_length", "train", "lora", "validation")}),
         init=lambda wc: round_grm(wc.name, int(wc.r) - 1),  # the previous round's GRM, trained further
         seed=config["seed"],
         trust_remote_code=config["engine"]["trust_remote_code"],
@@ -179,11 +179,30 @@ use rule label as round_label with:
         f"{BENCH}/round{{r}}/label_{{name}}.tsv"
 
 
+# The round's pre-flight checks: its labels and the GRM that made them.
+use rule preflight as round_preflight with:
+    input:
+        label_metrics=f"{RESULTS}/round{{r}}/label/{{name}}/metrics.json",
+        **({"grm_quality": lambda wc: str(Path(round_grm(wc.name, wc.r)).parent / "quality.json")}
+           if LABEL["rewrites"] == "grm" else {}),
+    output:
+        f"{RESULTS}/round{{r}}/checks/{{name}}/preflight.json",
+    wildcard_constraints:
+        r=ROUND,
+        name=CHAIN_NAMES["rlmec"],
+    log:
+        f"{LOGS}/round{{r}}/preflight_{{name}}.log",
+    benchmark:
+        f"{BENCH}/round{{r}}/preflight_{{name}}.tsv"
+
+
 use rule method_rl as round_rl with:
     input:
         labels=f"{RESULTS}/round{{r}}/label/{{name}}/token_rewards.parquet",
         samples=f"{RESULTS}/round{{r}}/samples/{{name}}.parquet",
         policy=prev_policy_input,
+        validation=VALIDATION_SPLIT,
+        checks=f"{RESULTS}/round{{r}}/checks/{{name}}/preflight.json",
     output:
         model=directory(f"{RESULTS}/round{{r}}/policy/{{name}}"),
         metrics=f"{RESULTS}/round{{r}}/train_logs/{{name}}.jsonl",
@@ -194,6 +213,8 @@ use rule method_rl as round_rl with:
         instance_rewards=COMPARE["instance_rewards"],
         dpo_beta=COMPARE["dpo_beta"],
         chat_template=TASK["chat_template"],
+        adapter=TASK["adapter"],
+        prompt_template=lambda wildcards: TASK["prompt_template"],
         seed=chain_seed,
         trust_remote_code=config["engine"]["trust_remote_code"],
         checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/round{wc.r}/{wc.name}",
@@ -213,6 +234,7 @@ rule round_rft:
     input:
         samples=f"{RESULTS}/round{{r}}/samples/{{name}}.parquet",
         policy=prev_policy_input,
+        validation=VALIDATION_SPLIT,
     output:
         model=directory(f"{RESULTS}/round{{r}}/policy/{{name}}"),
         metrics=f"{RESULTS}/round{{r}}/train_logs/{{name}}.jsonl",
@@ -220,6 +242,8 @@ rule round_rft:
         policy=prev_policy,
         rl=round_rl_cfg,
         chat_template=TASK["chat_template"],
+        adapter=TASK["adapter"],
+        prompt_template=lambda wildcards: TASK["prompt_template"],
         batch_tokens=LABEL["batch_tokens"],
         seed=chain_seed,
         trust_remote_code=config["engine"]["trust_remote_code"],
@@ -245,6 +269,7 @@ use rule method_grpo as round_grpo with:
     input:
         data=f"{DATA}/{SAMPLE['split']}.parquet",
         policy=prev_policy_input,
+        validation=VALIDATION_SPLIT,
     output:
         model=directory(f"{RESULTS}/round{{r}}/policy/{{name}}"),
         metrics=f"{RESULTS}/round{{r}}/train_logs/{{name}}.jsonl",
@@ -256,6 +281,7 @@ use rule method_grpo as round_grpo with:
         draw=lambda wc: round_draw(wc.r),
         sample=canonical({k: v for k, v in SAMPLE.items() if k not in ("split", "draws")}),
         grpo=lambda wc: canonical({**COMPARE["grpo"], "lr": parse_run(wc.name)[1]}),
+        validation=canonical(RL_VALIDATION),
         seed=lambda wc: chain_seed(wc) + ROUND_SEED_STRIDE * (int(wc.r) - 1),
         trust_remote_code=config["engine"]["trust_remote_code"],
         checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/round{wc.r}/{wc.name}",
@@ -274,6 +300,7 @@ use rule sft_gold as round_sft_gold with:
         data=f"{DATA}/{SAMPLE['split']}.parquet",
         policy=prev_policy_input,
         match_labels=lambda wc: round_labels(matched_rlmec(wc.name), wc.r, "metrics.json"),
+        validation=VALIDATION_SPLIT,
     output:
         model=directory(f"{RESULTS}/round{{r}}/policy/{{name}}"),
         metrics=f"{RESULTS}/round{{r}}/train_logs/{{name}}.jsonl",
@@ -284,6 +311,7 @@ use rule sft_gold as round_sft_gold with:
         chat_template=TASK["chat_template"],
         prompt_template=lambda wildcards: TASK["prompt_template"],  # a function: "{question}" is no wildcard
         train=lambda wc: round_rl_cfg(wc)["train"],
+        validation=canonical(RL_VALIDATION),
         seed=chain_seed,
         trust_remote_code=config["engine"]["trust_remote_code"],
         checkpoint_dir=lambda wc: f"{RESULTS}/checkpoints/round{wc.r}/{wc.name}",

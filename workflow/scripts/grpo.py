@@ -14,6 +14,7 @@ def main(smk) -> None:
             "draw": plain(smk.params.draw), "sample_cfg": plain(smk.params.sample), "grpo_cfg": plain(smk.params.grpo),
             "seed": smk.params.seed, "checkpoint_dir": smk.params.checkpoint_dir, "metrics_path": smk.output.metrics,
             "trust_remote_code": smk.params.trust_remote_code,
+            "validation_cfg": plain(smk.params.get("validation", {})), "validation_path": smk.input.get("validation"),
         }, smk.config.get("launch"))
 
 

@@ -12,6 +12,8 @@ def main(smk) -> None:
             "rl_cfg": plain(smk.params.rl), "seed": smk.params.seed, "checkpoint_dir": smk.params.checkpoint_dir,
             "metrics_path": smk.output.metrics, "trust_remote_code": smk.params.trust_remote_code,
             "chat_template": smk.params.chat_template, "batch_tokens": smk.params.batch_tokens,
+            "validation_path": smk.input.get("validation"), "adapter_name": smk.params.adapter,
+            "prompt_template": smk.params.prompt_template,
         }, smk.config.get("launch"))
 
 

@@ -3,15 +3,11 @@ machinery (see rlmec_core.stages.rl and rlmec_core.methods), in this process or 
 (config `launch`, rlmec_core.launch)."""
 
 from rlmec_core.launch import run_training
-from rlmec_core.preflight import run_preflight
 from rlmec_core.workflow import plain, stage_context
 
 
 def main(smk) -> None:
     with stage_context(smk, "rl"):
-        if smk.output.get("checks"):  # rule rl: the pre-flight checks before the update trains
-            run_preflight(smk.input.label_metrics, smk.output.checks, grm_quality_path=smk.input.get("grm_quality"),
-                          grm_cfg=smk.config["grm"], label_cfg=smk.config["label"])
         run_training("rl", {
             "labels_path": smk.input.labels, "policy_dir": smk.params.policy, "out_dir": smk.output.model,
             "rl_cfg": plain(smk.params.rl), "seed": smk.params.seed, "checkpoint_dir": smk.params.checkpoint_dir,
@@ -20,6 +16,8 @@ def main(smk) -> None:
             "instance_rewards": list(smk.params.get("instance_rewards", (1.0, -1.0))),
             "dpo_beta": smk.params.get("dpo_beta", 0.1), "samples_path": smk.input.get("samples"),
             "chat_template": smk.params.get("chat_template", False),
+            "validation_path": smk.input.get("validation"), "adapter_name": smk.params.get("adapter"),
+            "prompt_template": smk.params.get("prompt_template"),
         }, smk.config.get("launch"))
 
 

@@ -14,6 +14,7 @@ def main(smk) -> None:
             "train_cfg": plain(smk.params.train),
             "seed": smk.params.seed, "checkpoint_dir": smk.params.checkpoint_dir, "metrics_path": smk.output.metrics,
             "trust_remote_code": smk.params.trust_remote_code, "match_labels": smk.input.get("match_labels"),
+            "validation_cfg": plain(smk.params.validation), "validation_path": smk.input.get("validation"),
         }, smk.config.get("launch"))
 
 
