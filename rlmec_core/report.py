@@ -89,6 +89,7 @@ GRM_QUALITY_KEYS: dict[str, str] = {
 # training-curve panels: (title, keys plotted together, x axis); a panel appears when one of its keys has data
 CURVE_PANELS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("validation accuracy (in training)", ("val_accuracy",), "epoch"),
+    ("held-out loss (in training)", ("val_loss",), "epoch"),
     ("loss", ("loss", "loss_rl", "loss_ir"), "step"),
     ("clip fraction", ("clip_frac",), "step"),
     ("approx. KL", ("approx_kl",), "step"),
@@ -455,11 +456,12 @@ def _curves_png(name: str, records: Sequence[Mapping[str, Any]]) -> tuple[bytes,
         for k in keys:
             xs, ys = _series(records, k, x)
             ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=k, linewidth=1.3)
-        if keys == ["val_accuracy"]:
-            best = [r for r in records if r.get("best_step") == r.get("step") and "val_accuracy" in r]
-            if best:  # the evaluation whose weights the stage kept (select: best)
-                top = max(best, key=lambda r: r["val_accuracy"])
-                ax.plot([top.get(x, top["step"])], [top["val_accuracy"]], marker="*", markersize=12,
+        if keys in (["val_accuracy"], ["val_loss"]):
+            metric = keys[0]
+            kept_step = next((r["best_step"] for r in reversed(records) if metric in r and "best_step" in r), None)
+            top = next((r for r in records if metric in r and r.get("step") == kept_step), None)
+            if top is not None:  # the best evaluation (the weights a stage with select: best kept)
+                ax.plot([top.get(x, top["step"])], [top[metric]], marker="*", markersize=12,
                         color="#d97706", linestyle="none", label="best")
                 ax.legend(fontsize="small")
         ax.set_title(title)
@@ -1409,8 +1411,11 @@ def build_report(
         md.append("## Training curves")
         for (name, (png, keys)), log_name in zip(figures.items(), logs):
             caption = (f"{log_name}: {', '.join(keys)} against the optimizer step "
-                       + ("(val_accuracy, the in-training validation, against the epoch; the star marks the "
-                          "evaluation whose weights the stage kept) " if "val_accuracy" in keys else "")
+                       + ("(val_accuracy, the in-training validation (a point at epoch 0 is the starting "
+                          "policy), against the epoch; the star marks the best evaluation, whose weights a stage "
+                          "with select: best kept) " if "val_accuracy" in keys else "")
+                       + ("(val_loss, the held-out loss, against the epoch; the star marks the lowest, whose "
+                          "weights were kept) " if "val_loss" in keys else "")
                        + f"({len(logs[log_name])} logged steps; {train_logs[log_name]}).")
             b64 = base64.b64encode(png).decode("ascii")
             h.append(f'<div class="figure"><img alt="{_esc(log_name)} training curves" '

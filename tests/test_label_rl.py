@@ -287,14 +287,14 @@ def test_rl_update_trains_logs_and_saves(labelled, tmp_path):
         assert rl_batch_loss(after, batch, **kw)[1]["loss_ir"] < rl_batch_loss(before, batch, **kw)[1]["loss_ir"]
 
 
-def saved_accuracy(model_dir, problems_path, **kw):
+def saved_accuracy(model_dir, problems_path, limit=40, **kw):
     """Greedy validation accuracy of a saved policy, measured as the in-training validation measures it."""
     from rlmec_core.stages.data import load_problems
     from rlmec_core.stages.evaluate import greedy_accuracy_fn
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
-    fn = greedy_accuracy_fn(tok, load_problems(problems_path)[:40], get_adapter("arith", "Question: {question}\nAnswer:\n"),
+    fn = greedy_accuracy_fn(tok, load_problems(problems_path)[:limit], get_adapter("arith", "Question: {question}\nAnswer:\n"),
                             **kw)
     return fn(model)["val_accuracy"]
 
@@ -382,7 +382,9 @@ def test_label_and_rl_from_the_command_line(labelled, tmp_path, capsys):
     assert "missing.parquet" in capsys.readouterr().err
 
 
-def test_killed_rl_update_resumes_from_its_last_checkpoint(labelled, tmp_path):
+def test_killed_rl_update_resumes_from_its_last_checkpoint(labelled, demo_task, tmp_path):
+    """SIGKILLed once a checkpoint exists, the rerun resumes there: each step logged once, and the in-training
+    validation (--validation) keeps its best so far: every evaluation once, the saved policy the best."""
     import subprocess
     import sys
     from pathlib import Path
@@ -392,9 +394,11 @@ def test_killed_rl_update_resumes_from_its_last_checkpoint(labelled, tmp_path):
     rlmec = str(Path(sys.executable).with_name("rlmec"))
     cfg_path = tmp_path / "cfg.yaml"
     # Long enough (in steps) that the kill lands mid-run however fast the machine is.
-    cfg_path.write_text("rl:\n  train: {epochs: 16, lr: 1.0e-4, batch_size: 4, checkpoint_every: 10, log_every: 1}\n")
+    cfg_path.write_text("rl:\n  train: {epochs: 16, lr: 1.0e-4, batch_size: 4, checkpoint_every: 10, log_every: 1}\n"
+                        "  validation: {every_steps: 25, limit: 20, max_new_tokens: 48}\n")
     cmd = [rlmec, "rl", "--labels", str(labelled["labels"]), "--policy", str(labelled["policy"]), "--out",
-           str(tmp_path / "model"), "--config", str(cfg_path), "--checkpoint-dir", str(tmp_path / "ckpt")]
+           str(tmp_path / "model"), "--config", str(cfg_path), "--checkpoint-dir", str(tmp_path / "ckpt"),
+           "--validation", str(demo_task["validation"])]
     outcome = run_and_kill(cmd, tmp_path, lambda: bool(checkpoint_steps(tmp_path / "ckpt")), timeout_s=300,
                            log_path=tmp_path / "killed.log")
     assert outcome.killed and outcome.reason == "predicate", f"not killed mid-run: {outcome.output[-2000:]}"
@@ -403,8 +407,13 @@ def test_killed_rl_update_resumes_from_its_last_checkpoint(labelled, tmp_path):
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     card = json.loads(out.stdout[out.stdout.index("{"):])
     assert card["resumed_from_step"] == steps[-1]
-    logged = [json.loads(line)["step"] for line in (tmp_path / "model.train_metrics.jsonl").read_text().splitlines()]
-    assert logged == list(range(1, card["steps"] + 1))  # no step logged twice, none skipped
+    records = [json.loads(line) for line in (tmp_path / "model.train_metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(0, card["steps"] + 1))  # no step twice, none skipped
+    evals = [r for r in records if "val_accuracy" in r]
+    assert [r["step"] for r in evals] == [*range(0, card["steps"], 25), card["steps"]]
+    best = max(reversed(evals), key=lambda r: r["val_accuracy"])
+    assert card["evaluations"] == len(evals) and card["saved_step"] == card["best_step"] == best["step"]
+    assert saved_accuracy(tmp_path / "model", demo_task["validation"], limit=20, max_new_tokens=48) == best["val_accuracy"]
     assert not list((tmp_path / "ckpt").glob("step-*"))
 
 

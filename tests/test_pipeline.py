@@ -61,7 +61,7 @@ def test_every_training_stage_and_evaluation_logs_to_tensorboard_what_its_logs_s
     for rule, log in stages.items():
         records = [json.loads(x) for x in (run / "train_logs" / f"{log}.jsonl").read_text().splitlines()]
         tb = read_tensorboard_scalars(board / rule)
-        assert records and set(tb["loss"]) == {r["step"] for r in records}, rule
+        assert records and set(tb["loss"]) == {r["step"] for r in records if "loss" in r}, rule
         for record in records:
             for key, value in scalars(record).items():
                 assert tb[key][record["step"]] == pytest.approx(value, rel=1e-6, abs=1e-9), (rule, key)
@@ -119,12 +119,22 @@ def test_smoke_pipeline_produces_every_artifact(smoke_run):
     assert (rl_model / "model.safetensors").exists()
     rl_log = [json.loads(x) for x in (work / "results" / "smoke" / "train_logs" / "rl.jsonl").read_text().splitlines()]
     assert rl_log and {"loss_rl", "loss_ir", "clip_frac", "approx_kl", "grad_norm"} <= set(rl_log[-1])
+    # rl.validation: the starting policy (step 0) and every half epoch evaluated; the best evaluated weights saved
+    rl_evals = [r for r in rl_log if "val_accuracy" in r]
+    rl_card = json.loads((rl_model / "rlmec_model.json").read_text())
+    assert rl_evals[0]["step"] == 0 and rl_evals[-1]["step"] == rl_card["steps"] >= 1  # the start, ..., the end
+    best = max(reversed(rl_evals), key=lambda r: r["val_accuracy"])
+    assert rl_card["saved_step"] == rl_card["best_step"] == best["step"] and rl_card["validation"]["select"] == "best"
+    assert rl_card["update_check"]["name"] == "update_vs_start"
+    grm_card = json.loads((grm / "model" / "rlmec_model.json").read_text())
+    assert grm_card["validation"]["metric"] == "val_loss" and grm_card["saved_step"] == grm_card["best_step"]
     rl_eval = json.loads((work / "results" / "smoke" / "eval" / "rlmec" / "test" / "metrics.json").read_text())
     assert rl_eval["total"] == 60
     # sft_gold: the starting policy trained on the gold solutions of the rl draw's 100 problems
     gold_card = json.loads((work / "results" / "smoke" / "policy" / "sft_gold" / "rlmec_model.json").read_text())
     assert gold_card["method"] == "sft_gold" and gold_card["train_examples"] == 100
     assert gold_card["draw"] == {"first": 100, "problems": 100}
+    assert gold_card["validation"]["select"] == "best" and gold_card["saved_step"] == gold_card["best_step"]
     gold_eval = json.loads((work / "results" / "smoke" / "eval" / "sft_gold" / "test" / "metrics.json").read_text())
     assert gold_eval["total"] == 60
     html = (work / "results" / "smoke" / "report.html").read_text()
@@ -133,7 +143,7 @@ def test_smoke_pipeline_produces_every_artifact(smoke_run):
     assert (work / "results" / "smoke" / "summary.md").exists()
     assert list((work / "results" / "smoke" / "report_figures").glob("*.png"))
     for rule in ("data", "policy_bootstrap", "evaluate/sft_test", "sample/sft_teacher", "teacher", "grm_data",
-                 "grm_train", "grm_eval", "grm_rewrite", "sample/sft_rl", "label", "rl", "evaluate/rlmec_test",
+                 "grm_train", "grm_eval", "grm_rewrite", "sample/sft_rl", "label", "preflight", "rl", "evaluate/rlmec_test",
                  "sft_gold", "evaluate/sft_gold_test", "report"):
         assert (work / "results" / "smoke" / "logs" / f"{rule}.log").stat().st_size > 0
         assert (work / "results" / "smoke" / "benchmarks" / f"{rule}.tsv").exists()
@@ -202,7 +212,8 @@ def test_changing_a_label_setting_reruns_from_label(smoke_run):
     proc = snakemake(work, "--configfile", "changed_label.yaml", "-n")
     assert proc.returncode == 0, proc.stderr
     # sft_gold takes as many optimizer steps as the RL update on the labels, so it follows them too
-    assert planned_jobs(proc.stdout + proc.stderr) == {"label": 1, "rl": 1, "sft_gold": 1, "evaluate": 2, "report": 1}
+    assert planned_jobs(proc.stdout + proc.stderr) == {"label": 1, "preflight": 1, "rl": 1, "sft_gold": 1, "evaluate": 2,
+                                                       "report": 1}
 
 
 def test_inspect_a_labelled_sample_of_the_run(smoke_run):
@@ -320,8 +331,9 @@ def test_compare_target_runs_every_method_on_the_same_samples(smoke_run):
 
 
 def test_preflight_with_the_default_thresholds_stops_the_smoke_run_before_the_rl_update(smoke_run, tmp_path):
-    """The smoke GRM and labels are far below the defaults (config/smoke.yaml lowers them): restored, the RL job
-    stops before it trains, its log naming the figures and the keys to change; nothing after it runs."""
+    """The smoke GRM and labels are far below the defaults (config/smoke.yaml lowers them): restored, the
+    pre-flight job stops the run, its log naming the figures and the keys to change; the RL update (and the
+    comparison's updates, which need the same checks) never start."""
     work, _ = smoke_run
     copy = tmp_path / "strict"
     shutil.copytree(work, copy, symlinks=True)
@@ -329,11 +341,17 @@ def test_preflight_with_the_default_thresholds_stops_the_smoke_run_before_the_rl
     (copy / "strict.yaml").write_text(yaml.safe_dump(defaults))
     plan = snakemake(copy, "--configfile", "config/smoke.yaml", "strict.yaml", "-n")
     assert "Nothing to be done" in plan.stdout + plan.stderr  # thresholds are not params: nothing reruns by itself
-    proc = snakemake(copy, "--configfile", "config/smoke.yaml", "strict.yaml", "--forcerun", "rl")
+    res = copy / "results" / "smoke"
+    shutil.rmtree(res / "policy" / "rlmec")
+    (res / "logs" / "rl.log").unlink()
+    proc = snakemake(copy, "--configfile", "config/smoke.yaml", "strict.yaml", "--forcerun", "preflight")
     assert proc.returncode != 0
-    log = (copy / "results" / "smoke" / "logs" / "rl.log").read_text()
+    log = (res / "logs" / "preflight.log").read_text()
     assert "pre-flight checks stopped the run before the RL update" in log
     assert "- label_wrong_samples: The labels hold" in log and "below label.min_wrong_samples = 20" in log
-    assert "RLMEC update of" not in log  # stopped before training
-    assert not (copy / "results" / "smoke" / "policy" / "rlmec").exists()
+    assert not (res / "logs" / "rl.log").exists() and not (res / "policy" / "rlmec").exists()  # never started
+    assert not (res / "checks" / "preflight.json").exists()  # a failed check leaves no file that lets rl run
     assert "pre-flight checks stopped the run" in proc.stdout + proc.stderr  # shown by show-failed-logs
+    plan = snakemake(copy, "compare", "--configfile", "config/smoke.yaml", "strict.yaml", "-n")
+    blocks = [b for b in (plan.stdout + plan.stderr).split("\n\n") if "rule method_rl:" in b]
+    assert blocks and all("results/smoke/checks/preflight.json" in b.split("output:")[0] for b in blocks)
