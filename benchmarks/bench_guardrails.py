@@ -91,7 +91,9 @@ def main() -> None:
 
     strict, strict_s = run(work, "small.yaml")
     preflight_log = (res / "logs" / "preflight.log").read_text() if (res / "logs" / "preflight.log").exists() else ""
-    message = preflight_log[preflight_log.find("pre-flight checks stopped"):].split("\n\n")[0].strip()
+    # the PreflightError's own text (the last occurrence: the traceback quotes the source line first)
+    message = preflight_log[preflight_log.rfind("PreflightError: pre-flight checks stopped") + len("PreflightError: "):]
+    message = message.split("\n\n")[0].strip()
     stopped = {
         "returncode": strict.returncode,
         "seconds": round(strict_s, 1),

@@ -24,6 +24,27 @@ def test_shipped_configs_are_valid():
         assert cfg["engine"]["gpu_memory_utilization"] <= 0.2  # vLLM on CPU reserves this share of RAM
 
 
+def _layered(base: dict, over: dict) -> dict:
+    """``over`` layered on ``base`` as Snakemake layers config files (nested mappings merged key by key)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _layered(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def test_demo_overlays_are_valid_and_say_what_they_change():
+    """The overlays a user layers on the demo (README): rounds.yaml, and select_last.yaml, which turns off
+    in-training validation everywhere (every update saves its last weights: how the comparison was measured)."""
+    demo = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    rounds = validate_config(_layered(demo, yaml.safe_load((REPO_ROOT / "config" / "rounds.yaml").read_text())))
+    assert rounds["rounds"] == 3
+    last = validate_config(_layered(demo, yaml.safe_load((REPO_ROOT / "config" / "select_last.yaml").read_text())))
+    assert not last["rl"]["validation"]["enabled"] and not last["grm"]["validation"]["enabled"]
+    assert last["rl"]["validation"]["max_new_tokens"] == demo["rl"]["validation"]["max_new_tokens"]  # merged
+    on = validate_config(demo)
+    assert on["rl"]["validation"]["enabled"] and on["rl"]["select"] == "best" and on["grm"]["validation"]["enabled"]
+
+
 def test_defaults_fill_nested_blocks():
     cfg = default_config()
     assert cfg["task"]["synth"]["n_train"] > 0

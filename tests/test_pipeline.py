@@ -352,6 +352,8 @@ def test_preflight_with_the_default_thresholds_stops_the_smoke_run_before_the_rl
     assert not (res / "logs" / "rl.log").exists() and not (res / "policy" / "rlmec").exists()  # never started
     assert not (res / "checks" / "preflight.json").exists()  # a failed check leaves no file that lets rl run
     assert "pre-flight checks stopped the run" in proc.stdout + proc.stderr  # shown by show-failed-logs
-    plan = snakemake(copy, "compare", "--configfile", "config/smoke.yaml", "strict.yaml", "-n")
+    # the comparison's updates need the same checks: planned again, each lists them as an input
+    plan = snakemake(copy, "compare", "--configfile", "config/smoke.yaml", "strict.yaml", "-n", "--forcerun", "method_rl")
+    assert planned_jobs(plan.stdout + plan.stderr)["preflight"] == 1
     blocks = [b for b in (plan.stdout + plan.stderr).split("\n\n") if "rule method_rl:" in b]
     assert blocks and all("results/smoke/checks/preflight.json" in b.split("output:")[0] for b in blocks)
