@@ -345,8 +345,9 @@ def crash_and_rerun(stage: Stage, ref: Path, work: Path, snakemake_cmd: Sequence
         card = json.loads((work / stage.model_dir / "rlmec_model.json").read_text())
         ckpts = [k["checkpoints"] for k in record["kills"] if k.get("checkpoints") is not None]
         expected_resume = ckpts[-1][-1] if ckpts and ckpts[-1] else 0
-        ref_records = [json.loads(x) for x in (ref / stage.train_log).read_text().splitlines()]
-        records = [json.loads(x) for x in (work / stage.train_log).read_text().splitlines()]
+        # the records of optimizer steps (a step-0 validation record has no loss)
+        ref_records = [r for r in map(json.loads, (ref / stage.train_log).read_text().splitlines()) if "loss" in r]
+        records = [r for r in map(json.loads, (work / stage.train_log).read_text().splitlines()) if "loss" in r]
         loss_diff = max((abs(a["loss"] - b["loss"]) for a, b in zip(records, ref_records, strict=False)), default=0.0)
         record.update(logged_steps_ok=steps == ref_steps and len(set(steps)) == len(steps),
                       resumed_from_step=card.get("resumed_from_step"), expected_resume=expected_resume,

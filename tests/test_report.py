@@ -327,7 +327,8 @@ def test_report_content(run: Path, tmp_path: Path) -> None:
     for alt in ("data funnel", "GRM calibration", "token reward distribution"):
         assert f'<img alt="{alt}" src="data:image/png;base64,iVBORw0KGgo' in page
     assert ("policy_sft: grad_norm, loss, lr, val_accuracy against the optimizer step (val_accuracy, the in-training "
-            "validation, against the epoch; the star marks the evaluation whose weights the stage kept)") in md
+            "validation (a point at epoch 0 is the starting policy), against the epoch; the star marks the best "
+            "evaluation, whose weights a stage with select: best kept)") in md
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (out / link).is_file()
     assert "loss_ir" in page and "clip_frac" in page and "approx_kl" in page

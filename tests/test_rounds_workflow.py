@@ -50,8 +50,8 @@ def test_three_rounds_add_two_rounds_of_rlmec_and_sft_gold(work):
     proc = dry_run(work, {"rounds": 3})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert round_jobs(planned_jobs(proc.stdout)) == {
-        "round_sample": 2, "round_grm_rewrite": 2, "round_label": 2, "round_rl": 2, "round_sft_gold": 2,
-        "round_evaluate": 4, "rounds_table": 1}
+        "round_sample": 2, "round_grm_rewrite": 2, "round_label": 2, "round_preflight": 2, "round_rl": 2,
+        "round_sft_gold": 2, "round_evaluate": 4, "rounds_table": 1}
     assert "results/smoke/round3/policy/rlmec" in proc.stdout and "results/smoke/round2/label/rlmec/metrics.json" in proc.stdout
 
 
@@ -71,8 +71,10 @@ def test_compare_runs_every_chain_of_every_round_method(work):
                                                     "sweep": {"methods": []}}}, "compare")
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = round_jobs(planned_jobs(proc.stdout))
-    assert counts == {"round_sample": 8, "round_grm_rewrite": 4, "round_label": 4, "round_rl": 4, "round_rft": 4,
-                      "round_grpo": 4, "round_sft_gold": 4, "round_evaluate": 16}
+    assert counts == {"round_sample": 8, "round_grm_rewrite": 4, "round_label": 4, "round_preflight": 4, "round_rl": 4,
+                      "round_rft": 4, "round_grpo": 4, "round_sft_gold": 4, "round_evaluate": 16}
+    # each round's RLMEC update waits on that round's pre-flight checks (its labels and the GRM that made them)
+    assert "results/smoke/round3/checks/rlmec_lr0.001_s1/preflight.json" in proc.stdout
     assert planned_jobs(proc.stdout)["compare_rounds"] == 1
 
 

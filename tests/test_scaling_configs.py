@@ -31,13 +31,13 @@ GENERATE_RULES = {"sample", "evaluate", "grm_eval", "grm_rewrite", "label", "lab
                   "round_evaluate"}
 TRAIN_RULES = {"policy_bootstrap", "grm_train", "rl", "method_rl", "method_grpo", "sft_gold", "method_sft_gold",
                "round_grm_train", "round_rl", "round_rft", "round_grpo", "round_sft_gold"}
-CPU_RULES = {"data", "grm_data", "report", "compare_table", "compare_sweep", "report_compare", "round_grm_data",
+CPU_RULES = {"data", "grm_data", "preflight", "round_preflight", "report", "compare_table", "compare_sweep", "report_compare", "round_grm_data",
              "rounds_table", "compare_rounds"}
 ROUND_RULES = {"round_sample", "round_teacher", "round_grm_data", "round_grm_train", "round_grm_eval",
-               "round_grm_eval_stale", "round_grm_rewrite", "round_label", "round_rl", "round_rft", "round_grpo",
+               "round_grm_eval_stale", "round_grm_rewrite", "round_label", "round_preflight", "round_rl", "round_rft", "round_grpo",
                "round_sft_gold", "round_evaluate", "compare_rounds"}
 TARGET_RULES = {"all", "compare"}  # rules without a job of their own
-DEFAULT_DAG = {"data", "sample", "teacher", "grm_data", "grm_train", "grm_eval", "grm_rewrite", "label", "rl",
+DEFAULT_DAG = {"data", "sample", "teacher", "grm_data", "grm_train", "grm_eval", "grm_rewrite", "label", "preflight", "rl",
                "sft_gold", "evaluate", "report"}
 COMPARE_DAG = DEFAULT_DAG - {"report"} | {"label_teacher", "method_rl", "method_grpo", "method_sft_gold",
                                           "compare_table", "compare_sweep", "report_compare"}

@@ -160,15 +160,15 @@ def _heldout_validation(val_cfg: Mapping[str, Any] | None, held_out: Sequence[Ma
     settings = validation_settings(val_cfg)
     if settings is None:
         return None, None
-    examples, report = encode_sft_examples(tokenizer, [r["prompt"] for r in held_out], [r["target"] for r in held_out],
-                                           max_length=max_length)
+    examples, report = (encode_sft_examples(tokenizer, [r["prompt"] for r in held_out], [r["target"] for r in held_out],
+                                            max_length=max_length) if held_out else ([], None))
     if not examples:
         log.warning("grm.validation is enabled but %s has no held-out example that fits grm.max_length: the GRM "
                     "is trained without it and the last weights are kept", data_path)
         return None, None
     settings = replace(settings, metric="val_loss", mode="min")
     card["validation"] = {**asdict(settings), "held_out_examples": len(examples),
-                          "skipped_too_long": report.skipped_too_long}
+                          "skipped_too_long": report.skipped_too_long if report is not None else 0}
     log.info("validation: held-out loss on %d examples of %s every %s; keep the %s weights", len(examples), data_path,
              f"{settings.every_steps} steps" if settings.every_steps else f"{settings.every_epochs:g} epochs",
              settings.select)
