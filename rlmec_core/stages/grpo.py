@@ -108,7 +108,6 @@ class ValidationCallback(TrainerCallback):
                  every_steps: int, resumed_step: int = 0, trackers: Trackers | None = None) -> None:
         self.settings, self.evaluate_fn, self.every = settings, evaluate_fn, max(1, int(every_steps))
         self.dir, self.trackers = Path(checkpoint_dir), trackers
-        self.sign = -1.0 if settings.mode == "min" else 1.0
         self.best, self.records = BestSoFar(), []
         state_file = self.dir / VALIDATION_STATE
         if resumed_step:
@@ -133,14 +132,9 @@ class ValidationCallback(TrainerCallback):
         with torch.random.fork_rng(devices=[]):
             figures = {k: float(v) for k, v in self.evaluate_fn(model).items()}
         model.train(was_training)
-        metric = self.settings.metric
-        if metric not in figures:
-            raise KeyError(f"evaluate_fn returned {sorted(figures)}, not the metric {metric!r}")
-        if self.best.update(step, self.sign * figures[metric], self.settings.min_delta) and self.settings.select == "best":
+        if self.best.observe(self.settings, step, figures, "grpo"):
             save_best_weights(self.dir, step, model.state_dict())
-        if self.settings.patience is not None and self.best.evals_without_improvement >= self.settings.patience:
-            self.best.stopped = True
-        best = self.sign * self.best.best_value
+        metric, best = self.settings.metric, self.best.best_metric(self.settings)
         record = {"step": step, "epoch": epoch, **figures, f"best_{metric}": best, "best_step": self.best.best_step}
         self.records.append(record)
         if self.trackers is not None:
@@ -218,6 +212,7 @@ def grpo_update(
     every = int(grpo_cfg.get("checkpoint_every", 0))
     checkpoint_dir = Path(checkpoint_dir)
     resume = last_complete_checkpoint(checkpoint_dir)
+    resumed_step = int(Path(resume).name.rsplit("-", 1)[1]) if resume else None
     args = GRPOConfig(
         output_dir=str(checkpoint_dir),
         num_generations=n,
@@ -248,9 +243,8 @@ def grpo_update(
         settings, evaluate_fn = validation
         steps_per_epoch = math.ceil(len(problems) / int(grpo_cfg["problems_per_step"]))
         every = settings.every_steps or max(1, round(settings.every_epochs * steps_per_epoch))
-        resumed_step = int(Path(resume).name.rsplit("-", 1)[1]) if resume else 0
         callbacks.append(ValidationCallback(settings, evaluate_fn, checkpoint_dir, every_steps=every,
-                                            resumed_step=resumed_step, trackers=trackers))
+                                            resumed_step=resumed_step or 0, trackers=trackers))
         card_validation = {**asdict(settings), "every_steps": every, "data": str(validation_path)}
     trainer = GRPOTrainer(model=model, reward_funcs=[outcome_reward(adapter)], args=args, train_dataset=data,
                           processing_class=tokenizer, callbacks=callbacks)
@@ -274,14 +268,14 @@ def grpo_update(
             "wall_seconds": time.monotonic() - t0, "train_runtime": result.metrics.get("train_runtime"),
             "tokens_seen": int(trainer.state.num_input_tokens_seen or 0) or None,
             "prompt_template": adapter.prompt_template, "chat_template": adapter.chat_template,
-            "resumed_from_step": int(Path(resume).name.rsplit("-", 1)[1]) if resume else None}
+            "resumed_from_step": resumed_step}
     state_dict = None
     if validator is not None:
         best = validator.best
         state_dict = validator.best_state_dict()
         check = update_check_from_log(records, lr=float(grpo_cfg["lr"]), where=str(metrics_path))
         card.update(validation=card_validation, best_step=best.best_step, evaluations=best.evaluations,
-                    best_metric=None if best.best_value is None else validator.sign * best.best_value,
+                    best_metric=best.best_metric(validator.settings),
                     saved_step=best.best_step if state_dict is not None else card["steps"],
                     stopped_early=best.stopped, update_check=None if check is None else asdict(check))
         log.info("saved the weights of step %s: validation accuracy %.4f, the best of %d evaluations",

@@ -95,6 +95,11 @@ class ValidationSettings:
             raise ValueError(f"every_steps must be >= 1 or null, got {self.every_steps}")
         if self.mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {self.mode!r}")
+
+    @property
+    def sign(self) -> float:
+        """+1 for a metric to maximise, -1 for one to minimise (``BestSoFar`` maximises ``sign * metric``)."""
+        return -1.0 if self.mode == "min" else 1.0
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or null, got {self.patience}")
         if self.min_delta < 0:
@@ -150,6 +155,22 @@ class BestSoFar:
             self.best_step, self.best_value = step, value
             return True
         return False
+
+    def observe(self, settings: ValidationSettings, step: int, figures: dict[str, float], where: str) -> bool:
+        """Record ``figures`` of the evaluation at ``step`` under ``settings`` (its metric, direction,
+        ``min_delta`` and ``patience``: ``stopped`` is set when patience runs out); True when the evaluated
+        weights are to be kept as the best (an improvement with ``select: best``). ``KeyError`` naming
+        ``where`` when ``figures`` lacks the metric."""
+        if settings.metric not in figures:
+            raise KeyError(f"{where}: evaluate_fn returned {sorted(figures)}, not the metric {settings.metric!r}")
+        improved = self.update(step, settings.sign * figures[settings.metric], settings.min_delta)
+        if settings.patience is not None and self.evals_without_improvement >= settings.patience:
+            self.stopped = True
+        return improved and settings.select == "best"
+
+    def best_metric(self, settings: ValidationSettings) -> float | None:
+        """The best value of ``settings.metric`` as measured (not negated), or None before any evaluation."""
+        return None if self.best_value is None else settings.sign * self.best_value
 
 
 def best_weights_dir(checkpoint_dir: Path, step: int) -> Path:
@@ -331,7 +352,6 @@ def train(
     elif validation is not None:  # optimizer steps between evaluations (one full epoch has this many steps)
         eval_every = max(1, round(validation.every_epochs * count_optimizer_steps(batches_per_epoch, batches_per_epoch,
                                                                                    settings.grad_accum)))
-    sign = -1.0 if validation is not None and validation.mode == "min" else 1.0  # BestSoFar maximises
     best = BestSoFar()
 
     step, micro_done, examples_seen, tokens_seen, elapsed_before = 0, 0, 0, 0, 0.0
@@ -410,18 +430,12 @@ def train(
         with torch.random.fork_rng(devices=[]):
             figures = {k: float(v) for k, v in evaluate_fn(unwrapped).items()}
         unwrapped.train(was_training)
-        if validation.metric not in figures:
-            raise KeyError(f"{description}: evaluate_fn returned {sorted(figures)}, not the metric "
-                           f"{validation.metric!r}")
-        improved = best.update(step, sign * figures[validation.metric], validation.min_delta)
-        if improved and validation.select == "best":
+        if best.observe(validation, step, figures, description):
             state_dict = accelerator.get_state_dict(model)
             if accelerator.is_main_process:
                 save_best_weights(checkpoint_dir, step, state_dict)
             accelerator.wait_for_everyone()
-        if validation.patience is not None and best.evals_without_improvement >= validation.patience:
-            best.stopped = True
-        best_value = sign * best.best_value
+        best_value = best.best_metric(validation)
         accelerator.print(
             f"[{description}] step {step}/{total_steps} (epoch {micro_done / batches_per_epoch:.2f}): "
             f"{validation.metric} {figures[validation.metric]:.4f}; best {best_value:.4f} at step {best.best_step}"
@@ -525,7 +539,7 @@ def train(
         wall_seconds=elapsed_before + time.monotonic() - t0,
         final_loss=last_loss,
         best_step=best.best_step,
-        best_metric=None if best.best_value is None else sign * best.best_value,
+        best_metric=best.best_metric(validation) if validation is not None else None,
         saved_step=best.best_step if use_best else step,
         evaluations=best.evaluations,
         stopped_early=best.stopped,
